@@ -1,0 +1,61 @@
+//! The command tree (DESIGN.md's command line is the contract: names, flags and `--json` fields
+//! are extended, never renamed) and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use deltafed_node::DataDir;
+
+use crate::{init, roster, testnet};
+
+#[derive(Debug, Parser)]
+#[command(name = "deltafed", version, about = "A node of the Yangtze River Delta data federation", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts, before or after its own arguments.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The node's data directory.
+    #[arg(long, global = true, env = "DELTAFED_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    pub fn data_dir(&self) -> Result<DataDir> {
+        let dir = self.data_dir.clone().context(
+            "this command needs a data dir: pass --data-dir DIR or set DELTAFED_DATA_DIR",
+        )?;
+        Ok(DataDir::new(dir))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data dir with a new member key and a config.
+    Init(init::InitArgs),
+    /// Create, sign, inspect and install the federation roster.
+    #[command(subcommand)]
+    Roster(roster::RosterCommand),
+    /// Set up a local federation for development and tests.
+    #[command(subcommand)]
+    Testnet(testnet::TestnetCommand),
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(args) => init::run(g, args),
+        Command::Roster(cmd) => roster::run(g, cmd),
+        Command::Testnet(cmd) => testnet::run(g, cmd),
+    }
+}

@@ -1,0 +1,23 @@
+//! `deltafed`: the one binary. `main` parses arguments, runs the command, and turns an error into
+//! one line on stderr and exit code 1 (usage errors exit 2, from clap).
+
+mod cli;
+mod init;
+mod output;
+mod roster;
+mod testnet;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! # deltafed node
+//!
+//! Everything a running member needs: its data dir and key, the roster in force, the RocksDB
+//! stores, the libp2p swarm, and the admin API the CLI talks to. The CLI is a thin layer over
+//! this crate; this crate parses no arguments and installs no log subscriber.
+
+pub mod config;
+pub mod datadir;
+pub mod identity;
+pub mod keyfile;
+pub mod rosterfile;
+pub mod store;
+
+pub use config::Config;
+pub use datadir::DataDir;
+pub use libp2p::{Multiaddr, PeerId};

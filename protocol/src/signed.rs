@@ -1,0 +1,221 @@
+//! Signed objects: `{body, signer, sig}` where `sig` is the signer's ed25519 signature over the
+//! body's canonical bytes under the body kind's domain tag.
+//!
+//! Decoding checks, in order: size limit, canonical form, object version, shape (unknown fields
+//! are refused, not dropped, since dropping them would change what was signed), then the
+//! signature. A [`Signed`] value therefore always carries a signature that verifies under its
+//! `signer` key; whether that key belongs to the member the body names is the roster's question
+//! ([`Signed::check_signer`]).
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::cbor;
+use crate::crypto::{self, Kind, PublicKey, SecretKey, Signature};
+use crate::id::MemberId;
+use crate::roster::Roster;
+
+/// The version of every object kind this implementation writes and accepts.
+pub const OBJECT_VERSION: u32 = 1;
+
+/// A kind of object that travels in canonical CBOR.
+pub trait Object: Serialize + DeserializeOwned + Clone {
+    const KIND: Kind;
+    /// Largest accepted encoding, in bytes, of the object (for signed ones, with its envelope).
+    const MAX_SIZE: usize;
+    fn version(&self) -> u32;
+}
+
+/// A signed object whose author is a member.
+pub trait Authored: Object {
+    /// The member that must have signed it.
+    fn author(&self) -> &MemberId;
+}
+
+/// Why a signed object was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cbor(#[from] cbor::Error),
+    #[error(transparent)]
+    Crypto(#[from] crypto::Error),
+    #[error("the {kind} names {member} as its author, who is not a member of the roster in force")]
+    UnknownAuthor {
+        kind: &'static str,
+        member: MemberId,
+    },
+    #[error("the {kind} claims to be by {member} but is signed by another key")]
+    WrongSigner {
+        kind: &'static str,
+        member: MemberId,
+    },
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+/// Reads just the `v` field of an object, so a newer version is reported as such and not as an
+/// odd shape.
+pub(crate) fn check_version(kind: &'static str, v: u32) -> Result<(), cbor::Error> {
+    if v != OBJECT_VERSION {
+        return Err(cbor::Error::UnknownVersion {
+            kind,
+            found: v,
+            supported: OBJECT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Encodes an unsigned object canonically.
+pub fn encode<T: Object>(value: &T) -> Result<Vec<u8>, cbor::Error> {
+    cbor::encode(T::KIND.name(), value)
+}
+
+/// Decodes an unsigned object, enforcing its limits.
+pub fn decode<T: Object>(bytes: &[u8]) -> Result<T, cbor::Error> {
+    let kind = T::KIND.name();
+    cbor::check_canonical(kind, T::MAX_SIZE, bytes)?;
+    let probe: VersionOnly = cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape {
+        kind,
+        detail: e.to_string(),
+    })?;
+    check_version(kind, probe.v)?;
+    cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape {
+        kind,
+        detail: e.to_string(),
+    })
+}
+
+/// A verified signed object. Holds its exact encoding, which is what gets stored and forwarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signed<T> {
+    body: T,
+    signer: PublicKey,
+    sig: Signature,
+    bytes: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct WireRef<'a, T> {
+    body: &'a T,
+    signer: &'a PublicKey,
+    sig: &'a Signature,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<T> {
+    body: T,
+    signer: PublicKey,
+    sig: Signature,
+}
+
+#[derive(Deserialize)]
+struct WireVersion {
+    body: VersionOnly,
+}
+
+impl<T: Object> Signed<T> {
+    /// Signs `body` with `key`.
+    pub fn sign(body: T, key: &SecretKey) -> Result<Signed<T>, cbor::Error> {
+        let body_bytes = cbor::encode(T::KIND.name(), &body)?;
+        let sig = key.sign(T::KIND, &body_bytes);
+        let signer = key.public();
+        let bytes = cbor::encode(
+            T::KIND.name(),
+            &WireRef {
+                body: &body,
+                signer: &signer,
+                sig: &sig,
+            },
+        )?;
+        if bytes.len() > T::MAX_SIZE {
+            return Err(cbor::Error::Oversized {
+                kind: T::KIND.name(),
+                size: bytes.len(),
+                max: T::MAX_SIZE,
+            });
+        }
+        Ok(Signed {
+            body,
+            signer,
+            sig,
+            bytes,
+        })
+    }
+
+    /// Decodes and verifies the signature (not yet the author: see [`Signed::check_signer`]).
+    pub fn decode(bytes: &[u8]) -> Result<Signed<T>, Error> {
+        let kind = T::KIND.name();
+        cbor::check_canonical(kind, T::MAX_SIZE, bytes)?;
+        let shape = |e: cbor4ii::serde::DecodeError<std::convert::Infallible>| cbor::Error::Shape {
+            kind,
+            detail: e.to_string(),
+        };
+        let probe: WireVersion = cbor4ii::serde::from_slice(bytes).map_err(shape)?;
+        check_version(kind, probe.body.v)?;
+        let wire: Wire<T> = cbor4ii::serde::from_slice(bytes).map_err(shape)?;
+        let body_bytes = cbor::encode(kind, &wire.body)?;
+        wire.signer.verify(T::KIND, &body_bytes, &wire.sig)?;
+        Ok(Signed {
+            body: wire.body,
+            signer: wire.signer,
+            sig: wire.sig,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    pub fn body(&self) -> &T {
+        &self.body
+    }
+
+    pub fn signer(&self) -> &PublicKey {
+        &self.signer
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.sig
+    }
+
+    /// The exact canonical encoding (what was received, or what was produced when signing).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The BLAKE3 hash of the encoding: a stable name for this exact signed object.
+    pub fn hash(&self) -> crypto::Hash {
+        crypto::Hash::of(&self.bytes)
+    }
+}
+
+impl<T: Authored> Signed<T> {
+    /// Checks that the signing key is the roster's key for the member the body names as author.
+    pub fn check_signer(&self, roster: &Roster) -> Result<(), Error> {
+        let kind = T::KIND.name();
+        let member = self.body.author();
+        match roster.key_of(member) {
+            None => Err(Error::UnknownAuthor {
+                kind,
+                member: member.clone(),
+            }),
+            Some(key) if *key != self.signer => Err(Error::WrongSigner {
+                kind,
+                member: member.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Decodes, verifies the signature and checks the author against the roster.
+    pub fn decode_from_member(bytes: &[u8], roster: &Roster) -> Result<Signed<T>, Error> {
+        let signed = Self::decode(bytes)?;
+        signed.check_signer(roster)?;
+        Ok(signed)
+    }
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deltafed_node::DataDir;
 
-use crate::{init, roster, testnet};
+use crate::{init, remote, roster, run, testnet};
 
 #[derive(Debug, Parser)]
 #[command(name = "deltafed", version, about = "A node of the Yangtze River Delta data federation", long_about = None)]
@@ -49,6 +49,24 @@ pub enum Command {
     /// Set up a local federation for development and tests.
     #[command(subcommand)]
     Testnet(testnet::TestnetCommand),
+    /// Run the node in the foreground until SIGINT or SIGTERM.
+    Run,
+    /// This node: member, peer id, federation, listen addresses, connected members.
+    Status,
+    /// Connected members and their addresses.
+    Peers,
+    /// Import a file, sign its manifest and announce it to the federation.
+    Publish(remote::PublishArgs),
+    /// Withdraw one of this node's datasets from every catalog.
+    Withdraw {
+        /// The dataset id.
+        dataset: deltafed_protocol::DatasetId,
+        /// Why, for the record.
+        #[arg(long, default_value = "withdrawn by the publisher")]
+        reason: String,
+    },
+    /// The verified federation catalog (newest version of each dataset), or one manifest.
+    Catalog(remote::CatalogArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -57,5 +75,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init(args) => init::run(g, args),
         Command::Roster(cmd) => roster::run(g, cmd),
         Command::Testnet(cmd) => testnet::run(g, cmd),
+        Command::Run => run::run(g),
+        Command::Status => remote::status(g),
+        Command::Peers => remote::peers(g),
+        Command::Publish(a) => remote::publish(g, a),
+        Command::Withdraw { dataset, reason } => remote::withdraw(g, dataset, reason),
+        Command::Catalog(a) => remote::catalog(g, a),
     }
 }

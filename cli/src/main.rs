@@ -4,7 +4,9 @@
 mod cli;
 mod init;
 mod output;
+mod remote;
 mod roster;
+mod run;
 mod testnet;
 
 use std::process::ExitCode;

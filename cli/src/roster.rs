@@ -268,6 +268,17 @@ pub fn run(g: &Global, cmd: RosterCommand) -> Result<ExitCode> {
         RosterCommand::Install { file } => {
             let dir = g.data_dir()?;
             let r = rosterfile::read(&file)?;
+            // A running node installs it itself (and passes it on to the federation).
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if let Some(done) = crate::remote::install_roster_live(g, &bytes)? {
+                return emit(g.json, &view(&file, &r), || {
+                    format!(
+                        "the running node installed roster version {} of federation {}",
+                        done.version, done.federation
+                    )
+                });
+            }
             let cfg = Config::load(&dir.config()).with_context(|| {
                 format!(
                     "{} is not an initialized data dir (run `deltafed init --data-dir {}` first)",

@@ -4,10 +4,15 @@
 //! stores, the libp2p swarm, and the admin API the CLI talks to. The CLI is a thin layer over
 //! this crate; this crate parses no arguments and installs no log subscriber.
 
+pub mod admin;
+pub mod blobs;
+pub mod catalog;
 pub mod config;
 pub mod datadir;
 pub mod identity;
 pub mod keyfile;
+pub mod net;
+pub mod node;
 pub mod rosterfile;
 pub mod store;
 

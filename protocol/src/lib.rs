@@ -42,6 +42,7 @@ pub mod provenance;
 pub mod roster;
 pub mod signed;
 pub mod time;
+pub mod wire;
 
 pub use crypto::{Hash, Kind, PublicKey, SecretKey, Signature};
 pub use id::{

@@ -1,1 +1,378 @@
-//! x
+//! A harness for multi-node tests: a federation of real `deltafed run` processes on loopback,
+//! made with `deltafed testnet init`, driven through the same CLI a user types.
+//!
+//! Nothing here sleeps in place of a condition: [`Federation::wait_for`] polls a condition
+//! (usually a `--json` command) until it holds or a deadline passes, and says what it waited for.
+
+pub mod peer;
+
+use std::collections::HashMap;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The `deltafed` binary of this build: next to the test executable's `deps/` folder, unless
+/// `DELTAFED_BIN` names another.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("DELTAFED_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    dir.join("deltafed")
+}
+
+/// A base port P such that P..P+n are free on 127.0.0.1 for both TCP and UDP (QUIC). Tests in
+/// one process get disjoint ranges (a shared cursor), so they never pick the same free ports
+/// before either has bound them.
+pub fn free_base_port(n: u16) -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 40_000;
+    if CURSOR.load(Ordering::Relaxed) == 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % SPAN;
+        let _ = CURSOR.compare_exchange(0, start.max(1), Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..500 {
+        let offset = CURSOR.fetch_add(u32::from(n) + 1, Ordering::Relaxed) % SPAN;
+        let base = u16::try_from(LOW + offset).unwrap_or(20_000);
+        let free = (0..n).all(|i| {
+            let p = base + i;
+            TcpListener::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return Ok(base);
+        }
+    }
+    bail!("no run of {n} free ports found on 127.0.0.1")
+}
+
+pub struct Federation {
+    dir: tempfile::TempDir,
+    members: Vec<String>,
+    base_port: u16,
+    nodes: HashMap<String, Child>,
+    bin: PathBuf,
+    /// Set when a wait fails, so the logs are shown even if the test returns an error.
+    failed: bool,
+}
+
+impl Federation {
+    /// `deltafed testnet init` for `members`; no node is started yet.
+    pub fn init(members: &[&str]) -> Result<Federation> {
+        let bin = binary();
+        if !bin.exists() {
+            bail!(
+                "{} does not exist; build it first with `cargo build -p deltafed`",
+                bin.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let base_port = free_base_port(u16::try_from(members.len())?)?;
+        let fed = Federation {
+            dir,
+            members: members.iter().map(ToString::to_string).collect(),
+            base_port,
+            nodes: HashMap::new(),
+            bin,
+            failed: false,
+        };
+        let net = fed.dir.path().join("net");
+        let list = members.join(",");
+        fed.run_ok(&[
+            "testnet",
+            "init",
+            "--dir",
+            path_str(&net)?,
+            "--members",
+            &list,
+            "--base-port",
+            &base_port.to_string(),
+        ])?;
+        Ok(fed)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn base_port(&self) -> u16 {
+        self.base_port
+    }
+
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    pub fn data_dir(&self, member: &str) -> PathBuf {
+        self.dir.path().join("net").join(member)
+    }
+
+    pub fn roster_file(&self) -> PathBuf {
+        self.dir.path().join("net").join("roster.cbor")
+    }
+
+    fn log_file(&self, member: &str) -> PathBuf {
+        self.dir.path().join(format!("{member}.log"))
+    }
+
+    /// Runs `deltafed ARGS` and returns its output, whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin)
+            .args(args)
+            .env_remove("DELTAFED_DATA_DIR")
+            .output()
+            .context("cannot run deltafed")
+    }
+
+    fn run_ok(&self, args: &[&str]) -> Result<Output> {
+        let out = self.run(args)?;
+        if !out.status.success() {
+            bail!(
+                "deltafed {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    }
+
+    /// `deltafed ARGS --data-dir DIR(member)`.
+    pub fn cli(&self, member: &str, args: &[&str]) -> Result<Output> {
+        let dir = self.data_dir(member);
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", path_str(&dir)?]);
+        self.run(&all)
+    }
+
+    /// `deltafed ARGS --json --data-dir DIR(member)`, which must succeed and print JSON.
+    pub fn json(&self, member: &str, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(member, &all)?;
+        if !out.status.success() {
+            bail!(
+                "{member}: deltafed {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{member}: deltafed {args:?} printed no JSON"))
+    }
+
+    /// Starts `deltafed run` for `member` and waits until its admin socket answers.
+    pub fn start(&mut self, member: &str) -> Result<()> {
+        if self.nodes.contains_key(member) {
+            bail!("{member} is already running");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(member))?;
+        let child = Command::new(&self.bin)
+            .args(["run", "--data-dir", path_str(&self.data_dir(member))?])
+            .env(
+                "DELTAFED_LOG",
+                "info,deltafed_node=debug,libp2p_gossipsub=warn,libp2p_swarm=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start deltafed run")?;
+        self.nodes.insert(member.to_string(), child);
+        self.wait_for(
+            &format!("{member} to answer on its admin socket"),
+            Duration::from_secs(20),
+            |f| {
+                if let Some(status) = f.exited(member)? {
+                    bail!(
+                        "{member} exited during start-up with {status}: {}",
+                        f.log_tail(member, 15)
+                    );
+                }
+                Ok(f.cli(member, &["status", "--json"])?.status.success())
+            },
+        )
+    }
+
+    /// Starts every member except `skip` (a member played by a test peer).
+    pub fn start_all_but(&mut self, skip: &str) -> Result<()> {
+        for m in self.members.clone() {
+            if m != skip {
+                self.start(&m)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        for m in self.members.clone() {
+            self.start(&m)?;
+        }
+        Ok(())
+    }
+
+    /// The exit status if the member's process has ended.
+    pub fn exited(&mut self, member: &str) -> Result<Option<std::process::ExitStatus>> {
+        match self.nodes.get_mut(member) {
+            Some(c) => Ok(c.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after 15 s).
+    pub fn stop(&mut self, member: &str) -> Result<std::process::ExitStatus> {
+        let mut child = self
+            .nodes
+            .remove(member)
+            .with_context(|| format!("{member} is not running"))?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{member} did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: a crash, no clean shutdown.
+    pub fn kill(&mut self, member: &str) -> Result<()> {
+        let mut child = self
+            .nodes
+            .remove(member)
+            .with_context(|| format!("{member} is not running"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Polls `cond` every 50 ms until it returns true; fails after `timeout` naming `what`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&mut Self) -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_err = None;
+        loop {
+            match cond(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_err = Some(e),
+            }
+            if Instant::now() > deadline {
+                self.failed = true;
+                let why = last_err
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default();
+                bail!("timed out after {timeout:?} waiting for {what}{why}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The member ids `member` reports as connected.
+    pub fn connected(&self, member: &str) -> Result<Vec<String>> {
+        let s = self.json(member, &["status"])?;
+        Ok(s["connected"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Waits until each listed member is connected to all the others in the list.
+    pub fn wait_mesh(&mut self, members: &[&str], timeout: Duration) -> Result<()> {
+        let want: Vec<String> = members.iter().map(ToString::to_string).collect();
+        self.wait_for(
+            &format!("{members:?} to be fully connected"),
+            timeout,
+            |f| {
+                for m in &want {
+                    let c = f.connected(m)?;
+                    if !want.iter().filter(|o| *o != m).all(|o| c.contains(o)) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )
+    }
+
+    /// `catalog --json` of a member, as `publisher/dataset@version` strings.
+    pub fn catalog(&self, member: &str) -> Result<Vec<String>> {
+        let v = self.json(member, &["catalog"])?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        format!(
+                            "{}/{}@{}",
+                            i["publisher"].as_str().unwrap_or("?"),
+                            i["dataset"].as_str().unwrap_or("?"),
+                            i["version"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The last lines of a member's log, for failure messages.
+    pub fn log_tail(&self, member: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_file(member)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The whole log of a member.
+    pub fn log(&self, member: &str) -> String {
+        std::fs::read_to_string(self.log_file(member)).unwrap_or_default()
+    }
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        for (_, mut child) in self.nodes.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.failed || std::thread::panicking() {
+            for m in &self.members {
+                eprintln!(
+                    "---- log of {m} (last 40 lines) ----\n{}",
+                    self.log_tail(m, 40)
+                );
+            }
+        }
+    }
+}
+
+pub fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}

@@ -1,0 +1,13 @@
+//! The admin API: JSON lines over the Unix socket `DIR/admin.sock` (mode 0600, so only the
+//! node's own user can administer it). The CLI is one client; local applications can be others.
+//!
+//! Protocol: the client writes one [`api::Request`] as a JSON line; the node answers with one
+//! [`api::Reply`] line (`{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`) and the
+//! connection may carry further requests. The `result` of each request is exactly what the
+//! matching CLI command prints with `--json`.
+
+pub mod api;
+pub mod client;
+mod server;
+
+pub use server::{bind, serve};

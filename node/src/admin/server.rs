@@ -1,0 +1,101 @@
+//! Serves the admin socket: one task per client connection, each request dispatched to the node.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::api::{MAX_REQUEST_LINE, Reply, Request};
+use crate::node::Node;
+
+/// Binds the socket with mode 0600. A leftover socket file is removed first: the caller holds
+/// the data dir lock, so no other node can be using it.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    node: Node,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let node = node.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move { connection(stream, node, shutdown).await });
+                }
+                Err(e) => tracing::warn!(error = %e, "admin socket accept failed"),
+            },
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, node: Node, shutdown: CancellationToken) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        // A line longer than the limit is cut there, fails to parse, and gets an error reply.
+        let mut limited = (&mut lines).take(MAX_REQUEST_LINE as u64);
+        let n = tokio::select! {
+            () = shutdown.cancelled() => return,
+            n = limited.read_line(&mut line) => n,
+        };
+        match n {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "admin connection read failed");
+                return;
+            }
+        }
+        if !line.ends_with('\n') && line.len() >= MAX_REQUEST_LINE {
+            let reply = format!(
+                "{{\"ok\":false,\"error\":\"admin request longer than {MAX_REQUEST_LINE} bytes\"}}\n"
+            );
+            let _ = write.write_all(reply.as_bytes()).await;
+            return;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match node.admin(req).await {
+                Ok(result) => Reply {
+                    ok: true,
+                    result: Some(result),
+                    error: None,
+                },
+                Err(e) => Reply {
+                    ok: false,
+                    result: None,
+                    error: Some(e),
+                },
+            },
+            Err(e) => Reply {
+                ok: false,
+                result: None,
+                error: Some(format!("malformed admin request: {e}")),
+            },
+        };
+        let mut out = match serde_json::to_string(&reply) {
+            Ok(s) => s,
+            Err(e) => format!("{{\"ok\":false,\"error\":\"cannot encode reply: {e}\"}}"),
+        };
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Network messages that carry signed objects between nodes (not signed themselves: every object
+//! inside is signed and verified on its own, so a relay cannot forge anything, only drop it).
+//!
+//! - Gossip on the federation's catalog topic: a manifest, a withdrawal or a roster.
+//! - Request-response RPC: catalog sync (on every new connection, so a node that was down or
+//!   cut off catches up without waiting for new gossip).
+
+use serde::{Deserialize, Serialize};
+
+use crate::cbor;
+
+/// Largest gossip message: a roster of a large federation must fit.
+pub const MAX_GOSSIP_SIZE: usize = 256 * 1024;
+/// Largest RPC request.
+pub const MAX_RPC_REQUEST: usize = 64 * 1024;
+/// Largest RPC response; sync pages stay below [`SYNC_PAGE_BYTES`].
+pub const MAX_RPC_RESPONSE: usize = 8 * 1024 * 1024;
+/// Sync responses are cut into pages of about this many bytes.
+pub const SYNC_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// One gossiped object, in its signed encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gossip {
+    Manifest(#[serde(with = "serde_bytes")] Vec<u8>),
+    Withdrawal(#[serde(with = "serde_bytes")] Vec<u8>),
+    Roster(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl Gossip {
+    pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
+        cbor::encode("gossip message", self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Gossip, cbor::Error> {
+        cbor::decode("gossip message", MAX_GOSSIP_SIZE, bytes)
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Gossip::Manifest(b) | Gossip::Withdrawal(b) | Gossip::Roster(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Ask a peer for what it knows: its roster if newer than ours, and its catalog from a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub roster_version: u64,
+    /// Continue after this catalog key (`publisher/dataset`); from the start when absent.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncResponse {
+    /// The responder's roster, when newer than the requester's.
+    #[serde(with = "serde_bytes")]
+    pub roster: Option<Vec<u8>>,
+    /// Newest manifest (or withdrawal) of each dataset, in catalog key order.
+    pub items: Vec<Gossip>,
+    /// Cursor for the next page, when there is more.
+    pub next: Option<String>,
+}
+
+/// Requests of the `/deltafed/rpc/1` protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Request {
+    Sync(SyncRequest),
+}
+
+/// Responses of the `/deltafed/rpc/1` protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Sync(SyncResponse),
+    /// The request was understood and refused, with the reason.
+    Refused(String),
+}
+
+impl Request {
+    pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
+        cbor::encode("rpc request", self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request, cbor::Error> {
+        cbor::decode("rpc request", MAX_RPC_REQUEST, bytes)
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
+        cbor::encode("rpc response", self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Response, cbor::Error> {
+        cbor::decode("rpc response", MAX_RPC_RESPONSE, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let g = Gossip::Manifest(vec![1, 2, 3]);
+        assert_eq!(Gossip::decode(&g.encode().expect("enc")).expect("dec"), g);
+        let r = Response::Sync(SyncResponse {
+            roster: Some(vec![9]),
+            items: vec![g],
+            next: Some("a/b".into()),
+        });
+        assert_eq!(Response::decode(&r.encode().expect("enc")).expect("dec"), r);
+        let q = Request::Sync(SyncRequest {
+            roster_version: 3,
+            after: None,
+        });
+        assert_eq!(Request::decode(&q.encode().expect("enc")).expect("dec"), q);
+        assert!(Gossip::decode(&[0xff, 0x00]).is_err());
+    }
+}

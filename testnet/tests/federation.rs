@@ -1,0 +1,587 @@
+//! Multi-node tests on loopback: real `deltafed run` processes (libp2p with TLS and QUIC,
+//! RocksDB), driven through the CLI, plus a real libp2p test peer playing a non-member and a
+//! misbehaving member.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use deltafed_protocol::manifest::{Classification, Format, Manifest, Sharing};
+use deltafed_protocol::wire::{self, Gossip};
+use deltafed_protocol::{Hash, OBJECT_VERSION, SecretKey, Signed, Timestamp};
+use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
+use deltafed_testnet::{Federation, free_base_port, path_str};
+
+const FOUR: [&str; 4] = ["shanghai", "jiangsu", "zhejiang", "anhui"];
+const CONNECT: Duration = Duration::from_secs(20);
+const SPREAD: Duration = Duration::from_secs(10);
+
+fn write_csv(fed: &Federation, name: &str, rows: usize) -> Result<String> {
+    let path = fed.root().join(name);
+    let mut s = String::from("company_id,name,employees\n");
+    for i in 0..rows {
+        s += &format!("C{i:05},\"Company {i}, Ltd\",{}\n", i * 3);
+    }
+    std::fs::write(&path, s)?;
+    Ok(path_str(&path)?.to_string())
+}
+
+fn publish(fed: &Federation, member: &str, file: &str, dataset: &str) -> Result<serde_json::Value> {
+    fed.json(
+        member,
+        &[
+            "publish",
+            file,
+            "--dataset",
+            dataset,
+            "--title",
+            &format!("{dataset} of {member}"),
+            "--key-field",
+            "company_id",
+        ],
+    )
+}
+
+fn wait_in_catalogs(
+    fed: &mut Federation,
+    members: &[&str],
+    entry: &str,
+    present: bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let list: Vec<String> = members.iter().map(ToString::to_string).collect();
+    let entry = entry.to_string();
+    fed.wait_for(
+        &format!(
+            "{entry} {} the catalogs of {members:?}",
+            if present { "in" } else { "gone from" }
+        ),
+        SPREAD,
+        |f| {
+            for m in &list {
+                if f.catalog(m)?.contains(&entry) != present {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(start.elapsed())
+}
+
+#[test]
+fn four_nodes_connect_and_a_manifest_reaches_every_catalog() -> Result<()> {
+    let mut fed = Federation::init(&FOUR)?;
+    fed.start_all()?;
+    fed.wait_mesh(&FOUR, CONNECT)?;
+    let status = fed.json("zhejiang", &["status"])?;
+    assert_eq!(status["member"], "zhejiang");
+    assert_eq!(status["federation"], "yrd-testnet");
+    assert_eq!(status["roster_version"], 1);
+    let port = fed.base_port() + 2;
+    let listen: Vec<String> = serde_json::from_value(status["listen"].clone())?;
+    assert!(
+        listen.contains(&format!("/ip4/127.0.0.1/tcp/{port}")),
+        "{listen:?}"
+    );
+    assert!(
+        listen.contains(&format!("/ip4/127.0.0.1/udp/{port}/quic-v1")),
+        "{listen:?}"
+    );
+    assert!(
+        status["peer_id"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("12D3KooW"))
+    );
+
+    let file = write_csv(&fed, "licences.csv", 100)?;
+    let p = publish(&fed, "zhejiang", &file, "licences")?;
+    assert_eq!(p["publisher"], "zhejiang");
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["content_hash"].as_str().map(str::len), Some(64));
+    let took = wait_in_catalogs(&mut fed, &FOUR, "zhejiang/licences@1", true)?;
+    eprintln!("manifest in all 4 catalogs after {took:?} (includes CLI polling)");
+
+    let item = &fed.json("anhui", &["catalog"])?[0];
+    for field in [
+        "publisher",
+        "dataset",
+        "version",
+        "title",
+        "classification",
+        "sharing",
+        "size",
+        "content_hash",
+    ] {
+        assert!(
+            !item[field].is_null(),
+            "catalog --json lacks {field}: {item}"
+        );
+    }
+    assert_eq!(item["sharing"], "conditional");
+    assert_eq!(item["classification"], "general");
+    let show = fed.json("anhui", &["catalog", "show", "zhejiang/licences@1"])?;
+    assert_eq!(show["signature_valid"], true);
+    assert_eq!(show["key_field"], "company_id");
+    assert_eq!(show["schema"][2]["type"], "integer");
+    let peers = fed.json("shanghai", &["peers"])?;
+    assert_eq!(peers.as_array().map(Vec::len), Some(3));
+
+    // Filters.
+    assert_eq!(
+        fed.json("jiangsu", &["catalog", "--publisher", "anhui"])?,
+        serde_json::json!([])
+    );
+    assert_eq!(
+        fed.json("jiangsu", &["catalog", "--query", "LICENCES"])?
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    for m in FOUR {
+        assert!(fed.stop(m)?.success(), "{m} stops cleanly on SIGTERM");
+    }
+    Ok(())
+}
+
+#[test]
+fn late_joiner_and_restarted_nodes_catch_up_and_catalogs_survive_restarts() -> Result<()> {
+    let mut fed = Federation::init(&FOUR)?;
+    for m in ["shanghai", "jiangsu", "zhejiang"] {
+        fed.start(m)?;
+    }
+    fed.wait_mesh(&["shanghai", "jiangsu", "zhejiang"], CONNECT)?;
+    let file = write_csv(&fed, "a.csv", 10)?;
+    publish(&fed, "zhejiang", &file, "licences")?;
+    wait_in_catalogs(
+        &mut fed,
+        &["shanghai", "jiangsu"],
+        "zhejiang/licences@1",
+        true,
+    )?;
+
+    // A late joiner learns what was published before it existed on the network.
+    fed.start("anhui")?;
+    wait_in_catalogs(&mut fed, &["anhui"], "zhejiang/licences@1", true)?;
+
+    // A node that was down misses a new version, a new dataset and a withdrawal, then catches up.
+    fed.stop("jiangsu")?;
+    let file2 = write_csv(&fed, "b.csv", 20)?;
+    publish(&fed, "zhejiang", &file2, "licences")?;
+    publish(&fed, "shanghai", &file2, "permits")?;
+    publish(&fed, "anhui", &file, "old")?;
+    wait_in_catalogs(
+        &mut fed,
+        &["shanghai", "zhejiang", "anhui"],
+        "anhui/old@1",
+        true,
+    )?;
+    fed.json("anhui", &["withdraw", "old"])?;
+    wait_in_catalogs(&mut fed, &["shanghai", "zhejiang"], "anhui/old@1", false)?;
+    fed.start("jiangsu")?;
+    wait_in_catalogs(&mut fed, &["jiangsu"], "zhejiang/licences@2", true)?;
+    wait_in_catalogs(&mut fed, &["jiangsu"], "shanghai/permits@1", true)?;
+    assert!(
+        !fed.catalog("jiangsu")?.contains(&"anhui/old@1".to_string()),
+        "the withdrawal reached the restarted node"
+    );
+    let err = fed.cli("anhui", &["catalog", "show", "anhui/old"])?;
+    assert!(String::from_utf8_lossy(&err.stderr).contains("withdrawn"));
+
+    // Everything survives a full restart, read from disk before any peer is reachable.
+    let before: Vec<Vec<String>> = FOUR.iter().map(|m| fed.catalog(m)).collect::<Result<_>>()?;
+    for m in FOUR {
+        fed.stop(m)?;
+    }
+    for (m, b) in FOUR.iter().zip(&before) {
+        fed.start(m)?;
+        assert_eq!(&fed.catalog(m)?, b, "{m}'s catalog after restart");
+    }
+    assert_eq!(before[1].len(), 2, "{:?}", before[1]);
+    fed.wait_mesh(&FOUR, CONNECT)?;
+    Ok(())
+}
+
+#[test]
+fn non_member_is_refused_and_learns_nothing() -> Result<()> {
+    let mut fed = Federation::init(&FOUR)?;
+    fed.start_all()?;
+    fed.wait_mesh(&FOUR, CONNECT)?;
+    let file = write_csv(&fed, "a.csv", 5)?;
+    publish(&fed, "zhejiang", &file, "licences")?;
+    wait_in_catalogs(&mut fed, &FOUR, "zhejiang/licences@1", true)?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    // A stranger that knows zhejiang's address and key.
+    let stranger = TestPeer::spawn(&SecretKey::from_seed([77; 32]), "yrd-testnet")?;
+    let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 2)?;
+    rt.block_on(stranger.dial(addr))?;
+    rt.block_on(
+        stranger.wait_for("the connection to end", Duration::from_secs(10), |s| {
+            matches!(s, Seen::Closed(p) if *p == zj) || matches!(s, Seen::DialFailed(_))
+        }),
+    )?;
+    rt.block_on(
+        stranger.request(
+            zj,
+            wire::Request::Sync(wire::SyncRequest {
+                roster_version: 0,
+                after: None,
+            })
+            .encode()?,
+        ),
+    )?;
+    rt.block_on(
+        stranger.wait_for("the sync request to fail", Duration::from_secs(10), |s| {
+            matches!(s, Seen::RequestFailed(_))
+        }),
+    )?;
+    // Meanwhile the federation keeps talking.
+    publish(&fed, "zhejiang", &file, "second")?;
+    wait_in_catalogs(&mut fed, &FOUR, "zhejiang/second@1", true)?;
+    let seen = stranger.seen();
+    assert!(
+        !seen.iter().any(|s| matches!(
+            s,
+            Seen::Subscribed(_) | Seen::Message(_) | Seen::Response(_)
+        )),
+        "a non-member learned something: {seen:?}"
+    );
+    for m in FOUR {
+        let c = fed.connected(m)?;
+        assert!(
+            c.iter().all(|id| FOUR.contains(&id.as_str())),
+            "{m} lists a non-member: {c:?}"
+        );
+        assert_eq!(fed.json(m, &["peers"])?.as_array().map(Vec::len), Some(3));
+    }
+    assert!(
+        fed.log("zhejiang").contains("incoming connection refused"),
+        "zhejiang logged the refusal"
+    );
+    Ok(())
+}
+
+fn manifest(publisher: &str, dataset: &str, title: &str) -> Result<Manifest> {
+    Ok(Manifest {
+        v: OBJECT_VERSION,
+        publisher: publisher.parse()?,
+        dataset: dataset.parse()?,
+        version: 1,
+        title: title.into(),
+        description: String::new(),
+        format: Format::Raw,
+        schema: vec![],
+        key_field: None,
+        classification: Classification::General,
+        sharing: Sharing::Conditional,
+        size: 4,
+        records: 0,
+        content_hash: Hash::of(b"data"),
+        created: Timestamp(1_795_000_000_000),
+    })
+}
+
+#[test]
+fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -> Result<()> {
+    let mut fed = Federation::init(&["shanghai", "jiangsu", "zhejiang", "anhui", "rogue"])?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&FOUR, CONNECT)?;
+    let rogue_key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let rogue = TestPeer::spawn(&rogue_key, "yrd-testnet")?;
+    let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 2)?;
+    rt.block_on(rogue.dial(addr))?;
+    rt.block_on(rogue.wait_for(
+        "zhejiang to subscribe",
+        CONNECT,
+        |s| matches!(s, Seen::Subscribed(p) if *p == zj),
+    ))?;
+
+    // Control: a valid manifest by rogue itself travels the path the bad ones will take.
+    let honest = Signed::sign(manifest("rogue", "control", "control")?, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(honest.into_bytes()).encode()?))?;
+    wait_in_catalogs(&mut fed, &FOUR, "rogue/control@1", true)?;
+
+    // 1. Forged: signed by rogue, claiming to be zhejiang's.
+    let forged = Signed::sign(manifest("zhejiang", "forged", "forged")?, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(forged.into_bytes()).encode()?))?;
+    // 2. Tampered after signing.
+    let mut tampered =
+        Signed::sign(manifest("rogue", "tampered", "honest title")?, &rogue_key)?.into_bytes();
+    let at = tampered
+        .windows(6)
+        .position(|w| w == b"honest")
+        .expect("title in bytes");
+    tampered[at] = b'H';
+    rt.block_on(rogue.publish(Gossip::Manifest(tampered).encode()?))?;
+    // 3. Not CBOR at all.
+    rt.block_on(rogue.publish(b"\xff\x00garbage".to_vec()))?;
+    // 4. A malformed RPC request gets a refusal, not a crash.
+    rt.block_on(rogue.request(zj, b"\x00\x01not a request".to_vec()))?;
+    let resp = rt.block_on(
+        rogue.wait_for("an RPC answer", Duration::from_secs(10), |s| {
+            matches!(s, Seen::Response(_))
+        }),
+    )?;
+    let Seen::Response(bytes) = resp else {
+        unreachable!()
+    };
+    assert!(matches!(
+        wire::Response::decode(&bytes)?,
+        wire::Response::Refused(_)
+    ));
+    // Rejections, not mere drops: they count against the sender.
+    fed.wait_for(
+        "zhejiang to score rogue below zero",
+        Duration::from_secs(10),
+        |f| {
+            let peers = f.json("zhejiang", &["peers"])?;
+            let score = peers
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["member"] == "rogue"))
+                .and_then(|p| p["score"].as_f64());
+            Ok(score.is_some_and(|s| s < 0.0))
+        },
+    )?;
+    // 5. Far over the size limit (the receiver drops it at the frame).
+    rt.block_on(rogue.publish(vec![0xa1; 600 * 1024]))?;
+    // A barrier: a later honest manifest reaches everyone, so the bad ones had their chance.
+    let file = write_csv(&fed, "after.csv", 3)?;
+    publish(&fed, "zhejiang", &file, "after")?;
+    wait_in_catalogs(&mut fed, &FOUR, "zhejiang/after@1", true)?;
+    for m in FOUR {
+        let cat = fed.catalog(m)?;
+        assert!(
+            !cat.iter()
+                .any(|e| e.contains("forged") || e.contains("tampered")),
+            "{m} accepted a bad manifest: {cat:?}"
+        );
+        assert_eq!(cat.len(), 2, "{m}: {cat:?}");
+    }
+    assert!(
+        fed.exited("zhejiang")?.is_none(),
+        "zhejiang is still running"
+    );
+    Ok(())
+}
+
+#[test]
+fn roster_update_adds_and_removes_members_without_restart() -> Result<()> {
+    let mut fed = Federation::init(&FOUR)?;
+    fed.start_all()?;
+    fed.wait_mesh(&FOUR, CONNECT)?;
+    // A new member, nanjing, prepares its node.
+    let port = free_base_port(1)?;
+    let nj_dir = fed.root().join("nanjing");
+    let nj = fed.run(&[
+        "init",
+        "--member",
+        "nanjing",
+        "--data-dir",
+        path_str(&nj_dir)?,
+        "--json",
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+        "--listen",
+        &format!("/ip4/127.0.0.1/udp/{port}/quic-v1"),
+    ])?;
+    assert!(nj.status.success());
+    let nj: serde_json::Value = serde_json::from_slice(&nj.stdout)?;
+    // Version 2: anhui leaves, nanjing joins; three members of version 1 sign.
+    let v1 = fed.json(
+        "shanghai",
+        &["roster", "show", path_str(&fed.roster_file())?],
+    )?;
+    let mut specs = Vec::new();
+    for m in v1["members"].as_array().into_iter().flatten() {
+        if m["id"] != "anhui" {
+            specs.push(format!(
+                "{}={}@{}",
+                m["id"].as_str().unwrap_or(""),
+                m["public_key"].as_str().unwrap_or(""),
+                m["addrs"][0].as_str().unwrap_or("")
+            ));
+        }
+    }
+    specs.push(format!(
+        "nanjing={}@/ip4/127.0.0.1/tcp/{port}",
+        nj["public_key"].as_str().unwrap_or("")
+    ));
+    let v2 = fed.root().join("roster-v2.cbor");
+    let mut args = vec![
+        "roster",
+        "new",
+        "--federation",
+        "yrd-testnet",
+        "--threshold",
+        "3",
+        "--version",
+        "2",
+        "--out",
+        path_str(&v2)?,
+    ];
+    for s in &specs {
+        args.extend(["--member", s.as_str()]);
+    }
+    assert!(fed.run(&args)?.status.success());
+    for m in ["shanghai", "jiangsu"] {
+        fed.json(m, &["roster", "sign", path_str(&v2)?])?;
+    }
+    // Two of three: the running node refuses it.
+    let refused = fed.cli("shanghai", &["roster", "install", path_str(&v2)?])?;
+    assert!(!refused.status.success());
+    fed.json("zhejiang", &["roster", "sign", path_str(&v2)?])?;
+    fed.json("shanghai", &["roster", "install", path_str(&v2)?])?;
+    fed.wait_for("roster version 2 everywhere", SPREAD, |f| {
+        for m in ["shanghai", "jiangsu", "zhejiang"] {
+            if f.json(m, &["status"])?["roster_version"] != 2 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    fed.wait_for("anhui to be cut off", SPREAD, |f| {
+        Ok(["shanghai", "jiangsu", "zhejiang"].iter().all(|m| {
+            f.connected(m)
+                .is_ok_and(|c| !c.contains(&"anhui".to_string()))
+        }))
+    })?;
+    // nanjing installs version 2 and joins without anyone restarting.
+    let out = fed.run(&[
+        "roster",
+        "install",
+        path_str(&v2)?,
+        "--data-dir",
+        path_str(&nj_dir)?,
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = std::process::Command::new(deltafed_testnet::binary())
+        .args(["run", "--data-dir", path_str(&nj_dir)?])
+        .stderr(std::fs::File::create(fed.root().join("nanjing.log"))?)
+        .spawn()?;
+    let joined = fed.wait_for(
+        "nanjing to be connected to the remaining members",
+        CONNECT,
+        |f| {
+            Ok(["shanghai", "jiangsu", "zhejiang"].iter().all(|m| {
+                f.connected(m)
+                    .is_ok_and(|c| c.contains(&"nanjing".to_string()))
+            }))
+        },
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    joined?;
+    assert!(
+        fed.connected("anhui")?.is_empty(),
+        "anhui is disconnected from everyone"
+    );
+    Ok(())
+}
+
+#[test]
+fn start_up_refusals_say_what_to_do() -> Result<()> {
+    let mut fed = Federation::init(&["shanghai", "jiangsu"])?;
+    let dir = fed.data_dir("shanghai");
+    let run = |f: &Federation| -> Result<String> {
+        let out = f.cli("shanghai", &["run"])?;
+        assert!(!out.status.success());
+        Ok(String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // Status with no node running names the command to start one.
+    let out = fed.cli("shanghai", &["status"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("no node is running")
+            && err.contains("deltafed run --data-dir"),
+        "{err}"
+    );
+    // A key readable by others.
+    let key = dir.join("node.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
+    assert!(run(&fed)?.contains("chmod 600"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    // No roster.
+    let roster = dir.join("roster.cbor");
+    let saved = std::fs::read(&roster)?;
+    std::fs::remove_file(&roster)?;
+    assert!(run(&fed)?.contains("deltafed roster install"));
+    // A corrupt roster.
+    std::fs::write(&roster, b"not a roster")?;
+    assert!(run(&fed)?.contains("not a readable roster"));
+    // A roster that does not list this member (another federation's).
+    let other = Federation::init(&["anhui", "jiangsu"])?;
+    std::fs::copy(other.roster_file(), &roster)?;
+    assert!(run(&fed)?.contains("not in the roster"));
+    std::fs::write(&roster, &saved)?;
+    // A data dir already in use.
+    fed.start("shanghai")?;
+    let err = run(&fed)?;
+    assert!(err.contains("in use by another deltafed node"), "{err}");
+    assert!(fed.stop("shanghai")?.success());
+    Ok(())
+}
+
+/// Each transport on its own: a roster that lists only QUIC (or only TCP) addresses still
+/// connects the members, so neither transport is dead weight.
+#[test]
+fn members_connect_over_quic_alone_and_over_tcp_alone() -> Result<()> {
+    for transport in ["quic", "tcp"] {
+        let fed = Federation::init(&["shanghai", "anhui"])?;
+        let base = fed.base_port();
+        let mut specs = Vec::new();
+        for (i, m) in ["shanghai", "anhui"].iter().enumerate() {
+            let pk = deltafed_node::keyfile::read(&fed.data_dir(m).join("node.key"))?.public();
+            let port = base + u16::try_from(i)?;
+            let addr = if transport == "quic" {
+                format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+            } else {
+                format!("/ip4/127.0.0.1/tcp/{port}")
+            };
+            specs.push(format!("{m}={pk}@{addr}"));
+        }
+        let roster = fed.root().join("only.cbor");
+        let mut args = vec![
+            "roster",
+            "new",
+            "--federation",
+            "solo",
+            "--threshold",
+            "2",
+            "--out",
+            path_str(&roster)?,
+        ];
+        for s in &specs {
+            args.extend(["--member", s.as_str()]);
+        }
+        assert!(fed.run(&args)?.status.success());
+        for m in ["shanghai", "anhui"] {
+            fed.json(m, &["roster", "sign", path_str(&roster)?])?;
+        }
+        let mut fed = fed;
+        for m in ["shanghai", "anhui"] {
+            // Replace the testnet roster (a different federation) with the single-transport one.
+            std::fs::copy(&roster, fed.data_dir(m).join("roster.cbor"))?;
+            fed.start(m)?;
+        }
+        fed.wait_mesh(&["shanghai", "anhui"], CONNECT)?;
+        let peers = fed.json("anhui", &["peers"])?;
+        assert!(peers[0]["addrs"][0].as_str().is_some_and(|a| a.contains(
+            if transport == "quic" {
+                "quic-v1"
+            } else {
+                "/tcp/"
+            }
+        )));
+    }
+    Ok(())
+}

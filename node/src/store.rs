@@ -32,10 +32,20 @@ pub enum Cf {
     Exchanges,
     Provenance,
     Peers,
+    /// This node's own signed checkpoints: `seq(be)` → signed bytes.
+    Checkpoints,
+    /// Checkpoints peers sent us (we are their witness): `member/seq(be)` → signed bytes.
+    Witness,
+    /// Secondary indexes of the provenance log (by dataset, peer, time).
+    ProvenanceIndex,
+    /// Record-query indexes: `content hash ++ key` → record locations.
+    KeyIndex,
+    /// Seen fetch/query nonces (replay protection), with their time.
+    Nonces,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 9] = [
+    pub const ALL: [Cf; 14] = [
         Cf::Meta,
         Cf::Catalog,
         Cf::Manifests,
@@ -45,6 +55,11 @@ impl Cf {
         Cf::Exchanges,
         Cf::Provenance,
         Cf::Peers,
+        Cf::Checkpoints,
+        Cf::Witness,
+        Cf::ProvenanceIndex,
+        Cf::KeyIndex,
+        Cf::Nonces,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -58,6 +73,11 @@ impl Cf {
             Cf::Exchanges => "exchanges",
             Cf::Provenance => "provenance",
             Cf::Peers => "peers",
+            Cf::Checkpoints => "checkpoints",
+            Cf::Witness => "witness",
+            Cf::ProvenanceIndex => "provenance_index",
+            Cf::KeyIndex => "key_index",
+            Cf::Nonces => "nonces",
         }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deltafed_node::DataDir;
 
-use crate::{init, remote, roster, run, testnet};
+use crate::{audit, exchange, init, remote, roster, run, testnet};
 
 #[derive(Debug, Parser)]
 #[command(name = "deltafed", version, about = "A node of the Yangtze River Delta data federation", long_about = None)]
@@ -32,9 +32,10 @@ pub struct Global {
 
 impl Global {
     pub fn data_dir(&self) -> Result<DataDir> {
-        let dir = self.data_dir.clone().context(
-            "this command needs a data dir: pass --data-dir DIR or set DELTAFED_DATA_DIR",
-        )?;
+        let dir = self
+            .data_dir
+            .clone()
+            .context("this command needs a data dir: pass --data-dir DIR or set DELTAFED_DATA_DIR")?;
         Ok(DataDir::new(dir))
     }
 }
@@ -67,6 +68,44 @@ pub enum Command {
     },
     /// The verified federation catalog (newest version of each dataset), or one manifest.
     Catalog(remote::CatalogArgs),
+    /// Ask a provider for access to one of its datasets.
+    Request(exchange::RequestArgs),
+    /// Incoming requests (as provider) and outgoing ones with their state (as requester).
+    Requests,
+    /// Turn an incoming request into a grant.
+    Approve(exchange::ApproveArgs),
+    /// Refuse an incoming request, with a reason.
+    Deny {
+        request_id: deltafed_protocol::RequestId,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Grant a member access to one of this member's datasets.
+    Grant(exchange::GrantArgs),
+    /// Issued and received grants.
+    Grants,
+    /// Revoke a grant at once (fetches in flight stop too).
+    Revoke {
+        grant_id: deltafed_protocol::GrantId,
+        #[arg(long, default_value = "revoked by the provider")]
+        reason: String,
+    },
+    /// Fetch a dataset under a grant held, verify it and write it atomically.
+    Fetch {
+        /// MEMBER/DATASET or MEMBER/DATASET@VERSION.
+        dataset: deltafed_protocol::DatasetRef,
+        /// Where to write the data.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The records with a key, only the fields granted.
+    Query {
+        /// MEMBER/DATASET (published with --key-field).
+        dataset: deltafed_protocol::DatasetRef,
+        key: String,
+    },
+    /// The provenance log, newest first; `verify` checks it, `export` writes it for auditors.
+    Provenance(audit::ProvenanceArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -81,5 +120,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Publish(a) => remote::publish(g, a),
         Command::Withdraw { dataset, reason } => remote::withdraw(g, dataset, reason),
         Command::Catalog(a) => remote::catalog(g, a),
+        Command::Request(a) => exchange::request(g, a),
+        Command::Requests => exchange::requests(g),
+        Command::Approve(a) => exchange::approve(g, a),
+        Command::Deny { request_id, reason } => exchange::deny(g, request_id, reason),
+        Command::Grant(a) => exchange::grant(g, a),
+        Command::Grants => exchange::grants(g),
+        Command::Revoke { grant_id, reason } => exchange::revoke(g, grant_id, reason),
+        Command::Fetch { dataset, out } => exchange::fetch(g, dataset, out),
+        Command::Query { dataset, key } => exchange::query(g, dataset, key),
+        Command::Provenance(a) => audit::run(g, a),
     }
 }

@@ -44,22 +44,14 @@ pub fn run(g: &Global, args: InitArgs) -> Result<ExitCode> {
 }
 
 /// Creates the data dir for `member` with `key`; shared with `testnet init`.
-pub fn create(
-    dir: &DataDir,
-    member: &MemberId,
-    listen: &[Multiaddr],
-    key: &SecretKey,
-) -> Result<Initialized> {
+pub fn create(dir: &DataDir, member: &MemberId, listen: &[Multiaddr], key: &SecretKey) -> Result<Initialized> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir.root())
         .with_context(|| format!("cannot create data dir {}", dir.root().display()))?;
     keyfile::write_new(&dir.key(), key)?;
-    let mut cfg = Config {
-        member: Some(member.clone()),
-        ..Config::default()
-    };
+    let mut cfg = Config { member: Some(member.clone()), ..Config::default() };
     if !listen.is_empty() {
         cfg.listen = listen.iter().map(ToString::to_string).collect();
     }

@@ -1,7 +1,9 @@
 //! `deltafed`: the one binary. `main` parses arguments, runs the command, and turns an error into
 //! one line on stderr and exit code 1 (usage errors exit 2, from clap).
 
+mod audit;
 mod cli;
+mod exchange;
 mod init;
 mod output;
 mod remote;

@@ -6,11 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 /// Prints `value` as JSON when asked, or `text` otherwise.
-pub fn emit<T: Serialize>(
-    json: bool,
-    value: &T,
-    text: impl FnOnce() -> String,
-) -> Result<ExitCode> {
+pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {

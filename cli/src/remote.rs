@@ -78,11 +78,7 @@ pub fn status(g: &Global) -> Result<ExitCode> {
             s.federation,
             s.roster_version,
             s.listen.join(" "),
-            if s.connected.is_empty() {
-                "none".to_string()
-            } else {
-                s.connected.join(", ")
-            },
+            if s.connected.is_empty() { "none".to_string() } else { s.connected.join(", ") },
             s.catalog_size
         )
     })
@@ -103,8 +99,7 @@ pub fn peers(g: &Global) -> Result<ExitCode> {
 }
 
 pub fn publish(g: &Global, a: PublishArgs) -> Result<ExitCode> {
-    let path = std::path::absolute(&a.file)
-        .with_context(|| format!("cannot resolve {}", a.file.display()))?;
+    let path = std::path::absolute(&a.file).with_context(|| format!("cannot resolve {}", a.file.display()))?;
     let req = Request::Publish(PublishRequest {
         path,
         dataset: a.dataset,
@@ -116,22 +111,12 @@ pub fn publish(g: &Global, a: PublishArgs) -> Result<ExitCode> {
         format: a.format,
     });
     let p: Published = client(g)?.call(&req)?;
-    emit(g.json, &p, || {
-        format!(
-            "{}/{}@{} {}",
-            p.publisher, p.dataset, p.version, p.content_hash
-        )
-    })
+    emit(g.json, &p, || format!("{}/{}@{} {}", p.publisher, p.dataset, p.version, p.content_hash))
 }
 
 pub fn withdraw(g: &Global, dataset: DatasetId, reason: String) -> Result<ExitCode> {
     let w: Withdrawn = client(g)?.call(&Request::Withdraw { dataset, reason })?;
-    emit(g.json, &w, || {
-        format!(
-            "withdrew {}/{} (up to version {})",
-            w.publisher, w.dataset, w.version
-        )
-    })
+    emit(g.json, &w, || format!("withdrew {}/{} (up to version {})", w.publisher, w.dataset, w.version))
 }
 
 pub fn catalog(g: &Global, a: CatalogArgs) -> Result<ExitCode> {
@@ -139,18 +124,12 @@ pub fn catalog(g: &Global, a: CatalogArgs) -> Result<ExitCode> {
         let m: ManifestView = client(g)?.call(&Request::CatalogShow { dataset })?;
         return emit(g.json, &m, || show_text(&m));
     }
-    let items: Vec<CatalogItem> = client(g)?.call(&Request::Catalog {
-        publisher: a.publisher,
-        query: a.query,
-    })?;
+    let items: Vec<CatalogItem> = client(g)?.call(&Request::Catalog { publisher: a.publisher, query: a.query })?;
     emit(g.json, &items, || {
         if items.is_empty() {
             return "the catalog is empty".into();
         }
-        let mut s = format!(
-            "{:<40} {:<9} {:<13} {:>12}  {}\n",
-            "DATASET", "CLASS", "SHARING", "SIZE", "TITLE"
-        );
+        let mut s = format!("{:<40} {:<9} {:<13} {:>12}  {}\n", "DATASET", "CLASS", "SHARING", "SIZE", "TITLE");
         for i in &items {
             s += &format!(
                 "{:<40} {:<9} {:<13} {:>12}  {}\n",
@@ -183,11 +162,7 @@ fn show_text(m: &ManifestView) -> String {
     }
     s += &format!(
         "  signature {} by {}\n",
-        if m.signature_valid {
-            "valid (publisher's key in the roster)"
-        } else {
-            "NOT VALID for this publisher"
-        },
+        if m.signature_valid { "valid (publisher's key in the roster)" } else { "NOT VALID for this publisher" },
         m.signer
     );
     s
@@ -199,7 +174,5 @@ pub fn install_roster_live(g: &Global, bytes: &[u8]) -> Result<Option<api::Roste
     let Ok(mut c) = Client::connect(dir.root(), &dir.admin_socket()) else {
         return Ok(None);
     };
-    Ok(Some(c.call(&Request::RosterInstall {
-        roster: hex::encode(bytes),
-    })?))
+    Ok(Some(c.call(&Request::RosterInstall { roster: hex::encode(bytes) })?))
 }

@@ -62,29 +62,19 @@ pub struct MemberSpec {
 impl FromStr for MemberSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (id, rest) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?} is not ID=PUBKEY[@MULTIADDR]"))?;
+        let (id, rest) = s.split_once('=').ok_or_else(|| format!("{s:?} is not ID=PUBKEY[@MULTIADDR]"))?;
         let (key, addrs) = match rest.split_once('@') {
-            Some((k, a)) => (
-                k,
-                a.split(',').filter(|a| !a.is_empty()).collect::<Vec<_>>(),
-            ),
+            Some((k, a)) => (k, a.split(',').filter(|a| !a.is_empty()).collect::<Vec<_>>()),
             None => (rest, Vec::new()),
         };
         let id: MemberId = id.parse().map_err(|e| format!("{e}"))?;
         let key: PublicKey = key.parse().map_err(|e| format!("member {id}: {e}"))?;
         if !key.is_valid() {
-            return Err(format!(
-                "member {id}: {key} is not a valid ed25519 public key"
-            ));
+            return Err(format!("member {id}: {key} is not a valid ed25519 public key"));
         }
         let addrs = addrs
             .into_iter()
-            .map(|a| {
-                a.parse::<Multiaddr>()
-                    .map_err(|e| format!("member {id}: address {a:?} is not a multiaddr: {e}"))
-            })
+            .map(|a| a.parse::<Multiaddr>().map_err(|e| format!("member {id}: address {a:?} is not a multiaddr: {e}")))
             .collect::<Result<_, _>>()?;
         Ok(MemberSpec { id, key, addrs })
     }
@@ -99,12 +89,7 @@ pub fn display_name(id: &MemberId) -> String {
     }
 }
 
-pub fn build(
-    federation: FederationId,
-    version: u64,
-    threshold: u32,
-    members: &[MemberSpec],
-) -> Roster {
+pub fn build(federation: FederationId, version: u64, threshold: u32, members: &[MemberSpec]) -> Roster {
     Roster {
         v: OBJECT_VERSION,
         federation,
@@ -176,40 +161,20 @@ fn text(v: &RosterView) -> String {
     };
     s += &format!("roster {}: {verdict}\n", v.file);
     if let (Some(f), Some(ver), Some(k)) = (&v.federation, v.version, v.threshold) {
-        s += &format!(
-            "federation {f}, version {ver}, threshold {k} of {}\n",
-            v.members.len()
-        );
+        s += &format!("federation {f}, version {ver}, threshold {k} of {}\n", v.members.len());
     }
     for m in &v.members {
-        let signed = if v.signers.contains(&m.id) {
-            "signed"
-        } else {
-            "      "
-        };
-        s += &format!(
-            "  {signed}  {:<12} {}  {}\n",
-            m.id,
-            m.public_key,
-            m.addrs.join(" ")
-        );
+        let signed = if v.signers.contains(&m.id) { "signed" } else { "      " };
+        s += &format!("  {signed}  {:<12} {}  {}\n", m.id, m.public_key, m.addrs.join(" "));
     }
     s
 }
 
 pub fn run(g: &Global, cmd: RosterCommand) -> Result<ExitCode> {
     match cmd {
-        RosterCommand::New {
-            federation,
-            threshold,
-            version,
-            members,
-            out,
-        } => {
+        RosterCommand::New { federation, threshold, version, members, out } => {
             let roster = build(federation, version, threshold, &members);
-            roster
-                .check_structure()
-                .context("the roster would never be valid")?;
+            roster.check_structure().context("the roster would never be valid")?;
             let signed = SignedRoster::unsigned(roster);
             rosterfile::write(&out, &signed)?;
             let v = view(&out, &signed);
@@ -228,9 +193,7 @@ pub fn run(g: &Global, cmd: RosterCommand) -> Result<ExitCode> {
             let me = key.public();
             let in_force = installed(&dir.roster());
             let member_here = r.roster.member_by_key(&me).is_some();
-            let member_before = in_force
-                .as_ref()
-                .is_some_and(|c| c.roster.member_by_key(&me).is_some());
+            let member_before = in_force.as_ref().is_some_and(|c| c.roster.member_by_key(&me).is_some());
             if !member_here && !member_before {
                 bail!(
                     "this node's key ({me}) is not a member of the roster in {} nor of the roster in force, so its signature would make it invalid",
@@ -238,10 +201,7 @@ pub fn run(g: &Global, cmd: RosterCommand) -> Result<ExitCode> {
                 );
             }
             if r.is_signed_by(&me) {
-                bail!(
-                    "{} is already signed by this node's key; a second signature would count once",
-                    file.display()
-                );
+                bail!("{} is already signed by this node's key; a second signature would count once", file.display());
             }
             r.add_signature(&key)?;
             rosterfile::write(&file, &r)?;
@@ -269,8 +229,7 @@ pub fn run(g: &Global, cmd: RosterCommand) -> Result<ExitCode> {
             let dir = g.data_dir()?;
             let r = rosterfile::read(&file)?;
             // A running node installs it itself (and passes it on to the federation).
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             if let Some(done) = crate::remote::install_roster_live(g, &bytes)? {
                 return emit(g.json, &view(&file, &r), || {
                     format!(

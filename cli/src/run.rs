@@ -11,14 +11,17 @@ use crate::cli::Global;
 
 pub fn run(g: &Global) -> Result<ExitCode> {
     let dir = g.data_dir()?;
-    let config = Config::load(&dir.config()).with_context(|| {
-        format!("{} is not an initialized data dir (run `deltafed init --data-dir {} --member ID` first)", dir.root().display(), dir.root().display())
-    })?;
+    if !dir.config().exists() {
+        anyhow::bail!(
+            "{} is not an initialized data dir (run `deltafed init --data-dir {} --member ID` first)",
+            dir.root().display(),
+            dir.root().display()
+        );
+    }
+    let config = Config::load(&dir.config())?;
     init_logging(config.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(node::run(dir, config, stop_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -29,10 +32,7 @@ fn init_logging(format: LogFormat) {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_swarm=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -42,10 +42,7 @@ fn init_logging(format: LogFormat) {
 /// Completes on the first SIGINT or SIGTERM.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
         return std::future::pending().await;
     };

@@ -58,14 +58,7 @@ struct Testnet {
 }
 
 pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
-    let TestnetCommand::Init {
-        dir,
-        members,
-        base_port,
-        docker,
-        federation,
-        threshold,
-    } = cmd;
+    let TestnetCommand::Init { dir, members, base_port, docker, federation, threshold } = cmd;
     let mut seen = std::collections::BTreeSet::new();
     for m in &members {
         if !seen.insert(m) {
@@ -74,59 +67,32 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
     }
     let n = u32::try_from(members.len()).context("too many members")?;
     let threshold = threshold.unwrap_or(n / 2 + 1);
-    if base_port
-        .checked_add(u16::try_from(members.len()).unwrap_or(u16::MAX))
-        .is_none()
-    {
-        bail!(
-            "--base-port {base_port} leaves no room for {} members below port 65535",
-            members.len()
-        );
+    if base_port.checked_add(u16::try_from(members.len()).unwrap_or(u16::MAX)).is_none() {
+        bail!("--base-port {base_port} leaves no room for {} members below port 65535", members.len());
     }
-    let keys = members
-        .iter()
-        .map(|_| keyfile::generate())
-        .collect::<Result<Vec<_>, _>>()?;
+    let keys = members.iter().map(|_| keyfile::generate()).collect::<Result<Vec<_>, _>>()?;
     let mut specs = Vec::new();
     let mut plans = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let port = base_port + u16::try_from(i).unwrap_or(0);
         let (listen, addrs) = if docker {
             (
-                vec![
-                    format!("/ip4/0.0.0.0/tcp/4001"),
-                    format!("/ip4/0.0.0.0/udp/4001/quic-v1"),
-                ],
-                vec![
-                    format!("/dns4/{m}/tcp/4001"),
-                    format!("/dns4/{m}/udp/4001/quic-v1"),
-                ],
+                vec![format!("/ip4/0.0.0.0/tcp/4001"), format!("/ip4/0.0.0.0/udp/4001/quic-v1")],
+                vec![format!("/dns4/{m}/tcp/4001"), format!("/dns4/{m}/udp/4001/quic-v1")],
             )
         } else {
-            let local = vec![
-                format!("/ip4/127.0.0.1/tcp/{port}"),
-                format!("/ip4/127.0.0.1/udp/{port}/quic-v1"),
-            ];
+            let local = vec![format!("/ip4/127.0.0.1/tcp/{port}"), format!("/ip4/127.0.0.1/udp/{port}/quic-v1")];
             (local.clone(), local)
         };
-        specs.push(MemberSpec {
-            id: m.clone(),
-            key: keys[i].public(),
-            addrs: parse_addrs(&addrs)?,
-        });
+        specs.push(MemberSpec { id: m.clone(), key: keys[i].public(), addrs: parse_addrs(&addrs)? });
         plans.push((listen, addrs));
     }
     let mut roster = SignedRoster::unsigned(build(federation.clone(), 1, threshold, &specs));
-    roster
-        .roster
-        .check_structure()
-        .context("the roster would never be valid")?;
+    roster.roster.check_structure().context("the roster would never be valid")?;
     for key in &keys {
         roster.add_signature(key)?;
     }
-    roster
-        .validate()
-        .context("the signed roster does not validate")?;
+    roster.validate().context("the signed roster does not validate")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let roster_path = dir.join("roster.cbor");
     rosterfile::write(&roster_path, &roster)?;
@@ -135,11 +101,7 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
         let dd = DataDir::new(dir.join(m.as_str()));
         let init = init::create(&dd, m, &parse_addrs(&listen)?, key)?;
         rosterfile::install(&dd.roster(), &roster, &roster_path)?;
-        out.push(TestnetMember {
-            init,
-            listen,
-            addrs,
-        });
+        out.push(TestnetMember { init, listen, addrs });
     }
     let t = Testnet {
         federation: federation.to_string(),
@@ -157,12 +119,7 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
             t.dir
         );
         for m in &t.members {
-            s += &format!(
-                "  {:<10} {}  {}\n",
-                m.init.member,
-                m.init.peer_id,
-                m.listen.join(" ")
-            );
+            s += &format!("  {:<10} {}  {}\n", m.init.member, m.init.peer_id, m.listen.join(" "));
         }
         s += &format!("start a member: deltafed run --data-dir {}/<member>", t.dir);
         s
@@ -170,11 +127,5 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
 }
 
 fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>> {
-    addrs
-        .iter()
-        .map(|a| {
-            a.parse::<Multiaddr>()
-                .with_context(|| format!("{a:?} is not a multiaddr"))
-        })
-        .collect()
+    addrs.iter().map(|a| a.parse::<Multiaddr>().with_context(|| format!("{a:?} is not a multiaddr"))).collect()
 }

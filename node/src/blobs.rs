@@ -47,55 +47,24 @@ pub enum Error {
     #[error("{file} is empty: a csv dataset needs a header row naming its columns")]
     NoHeader { file: String },
     #[error("{file}, line {line}: column {column} of the header row has an empty name")]
-    EmptyColumnName {
-        file: String,
-        line: u64,
-        column: usize,
-    },
+    EmptyColumnName { file: String, line: u64, column: usize },
     #[error("{file}, line {line}: column name {name:?} appears more than once in the header row")]
-    DuplicateColumn {
-        file: String,
-        line: u64,
-        name: String,
-    },
+    DuplicateColumn { file: String, line: u64, name: String },
     #[error("{file}, line {line}: record {record} has {got} fields but the header has {expected}")]
-    Ragged {
-        file: String,
-        line: u64,
-        record: u64,
-        expected: usize,
-        got: usize,
-    },
+    Ragged { file: String, line: u64, record: u64, expected: usize, got: usize },
     #[error("{file}, line {line}: field {field:?} is not valid utf-8")]
-    Utf8 {
-        file: String,
-        line: u64,
-        field: String,
-    },
+    Utf8 { file: String, line: u64, field: String },
     #[error(
         "{file}: the record starting on or after line {line} is longer than {} MiB (an unclosed quote, or not line-based data?)",
         MAX_RECORD / (1024 * 1024)
     )]
     RecordTooLarge { file: String, line: u64 },
     #[error("{file}, line {line}: not valid json: {message} (column {column})")]
-    Json {
-        file: String,
-        line: u64,
-        column: usize,
-        message: String,
-    },
+    Json { file: String, line: u64, column: usize, message: String },
     #[error("{file}, line {line}: expected a json object, found {found}")]
-    NotObject {
-        file: String,
-        line: u64,
-        found: &'static str,
-    },
+    NotObject { file: String, line: u64, found: &'static str },
     #[error("{file}, line {line}: key {key:?} appears more than once in the object")]
-    DuplicateKey {
-        file: String,
-        line: u64,
-        key: String,
-    },
+    DuplicateKey { file: String, line: u64, key: String },
     #[error("{file}: {message}")]
     Csv { file: String, message: String },
     #[error(
@@ -103,23 +72,13 @@ pub enum Error {
     )]
     KeyFieldOnRaw { field: String },
     #[error("--key-field {field:?} is not a field of {file}; its fields are: {available}")]
-    UnknownKeyField {
-        field: String,
-        file: String,
-        available: String,
-    },
-    #[error(
-        "raw data cannot be projected to fields; serve it whole (a grant on it must not name fields)"
-    )]
+    UnknownKeyField { field: String, file: String, available: String },
+    #[error("raw data cannot be projected to fields; serve it whole (a grant on it must not name fields)")]
     ProjectRaw,
     #[error("a projection needs at least one field")]
     NoFields,
     #[error("unknown field(s) {unknown} in {file}; its fields are: {available}")]
-    UnknownFields {
-        file: String,
-        unknown: String,
-        available: String,
-    },
+    UnknownFields { file: String, unknown: String, available: String },
 }
 
 /// What an import stored.
@@ -153,9 +112,7 @@ impl Blobs {
     /// Stray files in `tmp/` (from a crash) are left alone: another process on the same data dir
     /// may be mid-import, and they never shadow a blob.
     pub fn open(root: &Path) -> Result<Blobs, Error> {
-        let blobs = Blobs {
-            root: root.to_path_buf(),
-        };
+        let blobs = Blobs { root: root.to_path_buf() };
         let tmp = blobs.tmp_dir();
         fs::create_dir_all(&tmp).map_err(|source| Error::CreateDir { path: tmp, source })?;
         Ok(blobs)
@@ -170,36 +127,18 @@ impl Blobs {
     ///
     /// Importing bytes that are already stored is a no-op that returns the same result.
     /// `key_field`, if given, must name a field of the inferred schema.
-    pub fn import(
-        &self,
-        src: &Path,
-        format: Format,
-        key_field: Option<&str>,
-    ) -> Result<Imported, Error> {
+    pub fn import(&self, src: &Path, format: Format, key_field: Option<&str>) -> Result<Imported, Error> {
         // Fail before copying anything when the answer cannot depend on the data.
         if let (Format::Raw, Some(field)) = (format, key_field) {
-            return Err(Error::KeyFieldOnRaw {
-                field: field.to_string(),
-            });
+            return Err(Error::KeyFieldOnRaw { field: field.to_string() });
         }
         let file = src.display().to_string();
-        let input = File::open(src).map_err(|source| Error::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let input = File::open(src).map_err(|source| Error::Read { file: file.clone(), source })?;
         let tmp = self.new_temp("import-")?;
         let tmp_name = tmp.path().display().to_string();
 
-        let mut sink = Sink {
-            hasher: blake3::Hasher::new(),
-            out: tmp.as_file(),
-            size: 0,
-            write_error: None,
-        };
-        let mut tee = Tee {
-            inner: input,
-            sink: &mut sink,
-        };
+        let mut sink = Sink { hasher: blake3::Hasher::new(), out: tmp.as_file(), size: 0, write_error: None };
+        let mut tee = Tee { inner: input, sink: &mut sink };
         // One pass: the parser pulls through the tee, which copies and hashes what it reads; the
         // drain covers whatever the parser left (nothing, for a parser that ran to the end).
         let parsed = infer(format, &mut tee, &file).and_then(|parsed| {
@@ -212,10 +151,7 @@ impl Blobs {
             // the real cause.
             Err(e) => {
                 return Err(match sink.write_error.take() {
-                    Some(source) => Error::Write {
-                        file: tmp_name,
-                        source,
-                    },
+                    Some(source) => Error::Write { file: tmp_name, source },
                     None => e,
                 });
             }
@@ -234,28 +170,17 @@ impl Blobs {
 
         let dest = self.path_of(&hash);
         if !dest.exists() {
-            tmp.as_file().sync_all().map_err(|source| Error::Write {
-                file: tmp_name.clone(),
-                source,
-            })?;
+            tmp.as_file().sync_all().map_err(|source| Error::Write { file: tmp_name.clone(), source })?;
             match tmp.persist_noclobber(&dest) {
                 Ok(_) => self.sync_root()?,
                 // Another import of the same bytes won the race; its blob is identical.
                 Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
-                    return Err(Error::Write {
-                        file: dest.display().to_string(),
-                        source: e.error,
-                    });
+                    return Err(Error::Write { file: dest.display().to_string(), source: e.error });
                 }
             }
         }
-        Ok(Imported {
-            hash,
-            size,
-            records,
-            schema,
-        })
+        Ok(Imported { hash, size, records, schema })
     }
 
     /// `root/<hex hash>`, whether or not it exists.
@@ -271,15 +196,9 @@ impl Blobs {
         let path = self.path_of(hash);
         File::open(&path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                Error::Missing {
-                    hash: *hash,
-                    dir: self.root.clone(),
-                }
+                Error::Missing { hash: *hash, dir: self.root.clone() }
             } else {
-                Error::Read {
-                    file: path.display().to_string(),
-                    source,
-                }
+                Error::Read { file: path.display().to_string(), source }
             }
         })
     }
@@ -287,12 +206,7 @@ impl Blobs {
     /// Writes the projection of blob `hash` (only `fields`, see [`project_to`]) to a new temp
     /// file in `root/tmp` and returns it with its BLAKE3 hash and size. The caller deletes it
     /// (drop) or persists it.
-    pub fn project(
-        &self,
-        hash: &Hash,
-        format: Format,
-        fields: &[String],
-    ) -> Result<Projected, Error> {
+    pub fn project(&self, hash: &Hash, format: Format, fields: &[String]) -> Result<Projected, Error> {
         check_projectable(format, fields)?;
         let input = self.open_blob(hash)?;
         let file = self.path_of(hash).display().to_string();
@@ -304,20 +218,13 @@ impl Blobs {
             size: 0,
         };
         project_stream(format, input, fields, &mut out, &file, &tmp_name)?;
-        let write_err = |source| Error::Write {
-            file: tmp_name.clone(),
-            source,
-        };
+        let write_err = |source| Error::Write { file: tmp_name.clone(), source };
         out.inner.flush().map_err(write_err)?;
         let (hash, size) = (Hash::from(out.hasher.finalize()), out.size);
         drop(out);
         // The caller may persist it as a received copy; make it durable like a blob.
         tmp.as_file().sync_all().map_err(write_err)?;
-        Ok(Projected {
-            file: tmp,
-            hash,
-            size,
-        })
+        Ok(Projected { file: tmp, hash, size })
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -329,20 +236,14 @@ impl Blobs {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempfile_in(&dir)
-            .map_err(|source| Error::Write {
-                file: dir.display().to_string(),
-                source,
-            })
+            .map_err(|source| Error::Write { file: dir.display().to_string(), source })
     }
 
     /// Makes a rename into `root` durable (the new directory entry, not just the file data).
     fn sync_root(&self) -> Result<(), Error> {
         File::open(&self.root)
             .and_then(|dir| dir.sync_all())
-            .map_err(|source| Error::Write {
-                file: self.root.display().to_string(),
-                source,
-            })
+            .map_err(|source| Error::Write { file: self.root.display().to_string(), source })
     }
 }
 
@@ -360,12 +261,7 @@ impl Blobs {
 /// output has been written: stream into a temp file (as [`Blobs::project`] does), or check
 /// `fields` against the manifest's schema first. Raw data cannot be projected, and `fields` must
 /// not be empty.
-pub fn project_to(
-    format: Format,
-    input: impl Read,
-    fields: &[String],
-    out: impl Write,
-) -> Result<(), Error> {
+pub fn project_to(format: Format, input: impl Read, fields: &[String], out: impl Write) -> Result<(), Error> {
     check_projectable(format, fields)?;
     let mut out = out;
     project_stream(format, input, fields, &mut out, STREAM_INPUT, STREAM_OUTPUT)
@@ -389,18 +285,14 @@ fn project_stream(
     file: &str,
     out_name: &str,
 ) -> Result<(), Error> {
-    let write_err = |source| Error::Write {
-        file: out_name.to_string(),
-        source,
-    };
+    let write_err = |source| Error::Write { file: out_name.to_string(), source };
     match format {
         Format::Raw => Err(Error::ProjectRaw),
         Format::Csv => {
             let mut rows = CsvRows::new(input, file)?;
             let wanted: HashSet<&str> = fields.iter().map(String::as_str).collect();
-            let unknown: Vec<&str> = dedup(fields.iter().map(String::as_str))
-                .filter(|f| !rows.header.iter().any(|h| h == f))
-                .collect();
+            let unknown: Vec<&str> =
+                dedup(fields.iter().map(String::as_str)).filter(|f| !rows.header.iter().any(|h| h == f)).collect();
             if !unknown.is_empty() {
                 return Err(Error::UnknownFields {
                     file: file.to_string(),
@@ -408,20 +300,13 @@ fn project_stream(
                     available: list(rows.header.iter().map(String::as_str)),
                 });
             }
-            let keep: Vec<usize> = (0..rows.header.len())
-                .filter(|&i| wanted.contains(rows.header[i].as_str()))
-                .collect();
-            let mut csv_out = csv::WriterBuilder::new()
-                .buffer_capacity(CHUNK)
-                .from_writer(&mut *out);
+            let keep: Vec<usize> =
+                (0..rows.header.len()).filter(|&i| wanted.contains(rows.header[i].as_str())).collect();
+            let mut csv_out = csv::WriterBuilder::new().buffer_capacity(CHUNK).from_writer(&mut *out);
             let csv_err = |e: csv::Error| write_err(io::Error::from(e));
-            csv_out
-                .write_record(keep.iter().map(|&i| rows.header[i].as_bytes()))
-                .map_err(csv_err)?;
+            csv_out.write_record(keep.iter().map(|&i| rows.header[i].as_bytes())).map_err(csv_err)?;
             while let Some(record) = rows.next_record()? {
-                csv_out
-                    .write_record(keep.iter().map(|&i| &record[i]))
-                    .map_err(csv_err)?;
+                csv_out.write_record(keep.iter().map(|&i| &record[i])).map_err(csv_err)?;
             }
             csv_out.flush().map_err(write_err)
         }
@@ -438,13 +323,10 @@ fn project_stream(
                     }
                 }
                 object.retain(|(key, _)| wanted.contains(key.as_str()));
-                serde_json::to_writer(&mut *out, &ObjectRef(&object))
-                    .map_err(|e| write_err(io::Error::from(e)))?;
+                serde_json::to_writer(&mut *out, &ObjectRef(&object)).map_err(|e| write_err(io::Error::from(e)))?;
                 out.write_all(b"\n").map_err(write_err)?;
             }
-            let unknown: Vec<&str> = dedup(fields.iter().map(String::as_str))
-                .filter(|f| !seen.contains(*f))
-                .collect();
+            let unknown: Vec<&str> = dedup(fields.iter().map(String::as_str)).filter(|f| !seen.contains(*f)).collect();
             if !unknown.is_empty() {
                 return Err(Error::UnknownFields {
                     file: file.to_string(),
@@ -479,10 +361,7 @@ fn infer(format: Format, input: impl Read, file: &str) -> Result<(u64, Vec<Field
                 .header
                 .iter()
                 .zip(&columns)
-                .map(|(name, stats)| Field {
-                    name: name.clone(),
-                    ty: stats.ty(),
-                })
+                .map(|(name, stats)| Field { name: name.clone(), ty: stats.ty() })
                 .collect();
             Ok((records, schema))
         }
@@ -529,10 +408,7 @@ fn drain(mut input: impl Read, file: &str) -> Result<(), Error> {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(source) => {
-                return Err(Error::Read {
-                    file: file.to_string(),
-                    source,
-                });
+                return Err(Error::Read { file: file.to_string(), source });
             }
         }
     }
@@ -624,9 +500,7 @@ impl<R> Capped<R> {
     /// consumed everything, so every offset from one before the last read onwards is.
     fn byte_at(&self, offset: u64) -> Option<u8> {
         if offset < self.last_start {
-            return (offset + 1 == self.last_start)
-                .then_some(self.before_last)
-                .flatten();
+            return (offset + 1 == self.last_start).then_some(self.before_last).flatten();
         }
         let index = usize::try_from(offset - self.last_start).ok()?;
         self.last.get(index).copied()
@@ -672,17 +546,9 @@ impl<'f, R: Read> CsvRows<'f, R> {
             .flexible(true)
             .buffer_capacity(CHUNK)
             .from_reader(Capped::new(input));
-        let mut rows = CsvRows {
-            reader,
-            file,
-            header: Vec::new(),
-            record: csv::ByteRecord::new(),
-            line: 1,
-        };
+        let mut rows = CsvRows { reader, file, header: Vec::new(), record: csv::ByteRecord::new(), line: 1 };
         if !rows.read()? {
-            return Err(Error::NoHeader {
-                file: file.to_string(),
-            });
+            return Err(Error::NoHeader { file: file.to_string() });
         }
         let line = rows.line;
         let mut names = Vec::with_capacity(rows.record.len());
@@ -694,18 +560,10 @@ impl<'f, R: Read> CsvRows<'f, R> {
                 field: format!("header column {}", column + 1),
             })?;
             if name.is_empty() {
-                return Err(Error::EmptyColumnName {
-                    file: file.to_string(),
-                    line,
-                    column: column + 1,
-                });
+                return Err(Error::EmptyColumnName { file: file.to_string(), line, column: column + 1 });
             }
             if !seen.insert(name) {
-                return Err(Error::DuplicateColumn {
-                    file: file.to_string(),
-                    line,
-                    name: name.to_string(),
-                });
+                return Err(Error::DuplicateColumn { file: file.to_string(), line, name: name.to_string() });
             }
             names.push(name.to_string());
         }
@@ -730,11 +588,7 @@ impl<'f, R: Read> CsvRows<'f, R> {
         }
         for (name, value) in self.header.iter().zip(self.record.iter()) {
             if std::str::from_utf8(value).is_err() {
-                return Err(Error::Utf8 {
-                    file: self.file.to_string(),
-                    line,
-                    field: name.clone(),
-                });
+                return Err(Error::Utf8 { file: self.file.to_string(), line, field: name.clone() });
             }
         }
         Ok(Some(&self.record))
@@ -755,39 +609,23 @@ impl<'f, R: Read> CsvRows<'f, R> {
                 // count at its end, less its own terminator if that was a '\n' (a CRLF record
                 // ends at the '\r'); its first line is that less the newlines inside its fields,
                 // which quoted fields keep verbatim.
-                let terminator = end_byte
-                    .checked_sub(1)
-                    .and_then(|offset| capped.byte_at(offset));
+                let terminator = end_byte.checked_sub(1).and_then(|offset| capped.byte_at(offset));
                 let last_line = end_line - u64::from(terminator == Some(b'\n'));
-                let inside = self
-                    .record
-                    .as_slice()
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count();
+                let inside = self.record.as_slice().iter().filter(|&&b| b == b'\n').count();
                 self.line = last_line.saturating_sub(inside as u64).max(before);
                 Ok(more)
             }
             Err(e) if self.reader.get_ref().tripped => {
                 drop(e);
-                Err(Error::RecordTooLarge {
-                    file: self.file.to_string(),
-                    line: before,
-                })
+                Err(Error::RecordTooLarge { file: self.file.to_string(), line: before })
             }
             Err(e) => {
                 // Reading bytes without width checks, io is the only failure csv reports; keep
                 // its own words for anything else.
                 let message = e.to_string();
                 Err(match e.into_kind() {
-                    csv::ErrorKind::Io(source) => Error::Read {
-                        file: self.file.to_string(),
-                        source,
-                    },
-                    _ => Error::Csv {
-                        file: self.file.to_string(),
-                        message,
-                    },
+                    csv::ErrorKind::Io(source) => Error::Read { file: self.file.to_string(), source },
+                    _ => Error::Csv { file: self.file.to_string(), message },
                 })
             }
         }
@@ -804,12 +642,7 @@ struct JsonLines<'f, R> {
 
 impl<'f, R: Read> JsonLines<'f, R> {
     fn new(input: R, file: &'f str) -> Self {
-        JsonLines {
-            reader: BufReader::with_capacity(CHUNK, input),
-            file,
-            line: 0,
-            buf: Vec::new(),
-        }
+        JsonLines { reader: BufReader::with_capacity(CHUNK, input), file, line: 0, buf: Vec::new() }
     }
 
     fn next_object(&mut self) -> Result<Option<Vec<(String, Value)>>, Error> {
@@ -818,19 +651,13 @@ impl<'f, R: Read> JsonLines<'f, R> {
             let n = (&mut self.reader)
                 .take(MAX_RECORD + 1)
                 .read_until(b'\n', &mut self.buf)
-                .map_err(|source| Error::Read {
-                    file: self.file.to_string(),
-                    source,
-                })?;
+                .map_err(|source| Error::Read { file: self.file.to_string(), source })?;
             if n == 0 {
                 return Ok(None);
             }
             self.line += 1;
             if n as u64 > MAX_RECORD && self.buf.last() != Some(&b'\n') {
-                return Err(Error::RecordTooLarge {
-                    file: self.file.to_string(),
-                    line: self.line,
-                });
+                return Err(Error::RecordTooLarge { file: self.file.to_string(), line: self.line });
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -842,22 +669,14 @@ impl<'f, R: Read> JsonLines<'f, R> {
                 message: json_message(&e),
             })?;
             let Value::Object(object) = value else {
-                return Err(Error::NotObject {
-                    file: self.file.to_string(),
-                    line: self.line,
-                    found: value.kind(),
-                });
+                return Err(Error::NotObject { file: self.file.to_string(), line: self.line, found: value.kind() });
             };
             // serde_json would keep the last of two equal keys; a projection or a key lookup
             // must not depend on which one a reader happens to pick.
             let mut keys = HashSet::with_capacity(object.len());
             for (key, _) in &object {
                 if !keys.insert(key.as_str()) {
-                    return Err(Error::DuplicateKey {
-                        file: self.file.to_string(),
-                        line: self.line,
-                        key: key.clone(),
-                    });
+                    return Err(Error::DuplicateKey { file: self.file.to_string(), line: self.line, key: key.clone() });
                 }
             }
             // A big line's buffer need not live on for the rest of the file.
@@ -929,9 +748,7 @@ impl<'de> Deserialize<'de> for Value {
                 Ok(Value::Number(n.into()))
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
-                serde_json::Number::from_f64(n)
-                    .map(Value::Number)
-                    .ok_or_else(|| E::custom("number out of range"))
+                serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(|| E::custom("number out of range"))
             }
             fn visit_str<E>(self, s: &str) -> Result<Value, E> {
                 Ok(Value::String(s.to_string()))
@@ -1023,12 +840,7 @@ struct ColumnStats {
 
 impl ColumnStats {
     fn new() -> Self {
-        ColumnStats {
-            any: false,
-            integer: true,
-            number: true,
-            boolean: true,
-        }
+        ColumnStats { any: false, integer: true, number: true, boolean: true }
     }
 
     /// Empty values say nothing about the type (they are missing values).
@@ -1044,9 +856,7 @@ impl ColumnStats {
         if self.number && !value.parse::<f64>().is_ok_and(f64::is_finite) {
             self.number = false;
         }
-        if self.boolean
-            && !(value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"))
-        {
+        if self.boolean && !(value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false")) {
             self.boolean = false;
         }
     }
@@ -1074,19 +884,11 @@ fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> impl Iterator<Item = &'a s
 
 fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let joined = names.collect::<Vec<_>>().join(", ");
-    if joined.is_empty() {
-        "(none)".to_string()
-    } else {
-        joined
-    }
+    if joined.is_empty() { "(none)".to_string() } else { joined }
 }
 
 fn list_quoted<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    names
-        .into_iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.into_iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -1110,10 +912,7 @@ mod tests {
     }
 
     fn field(name: &str, ty: FieldType) -> Field {
-        Field {
-            name: name.to_string(),
-            ty,
-        }
+        Field { name: name.to_string(), ty }
     }
 
     fn strings(names: &[&str]) -> Vec<String> {
@@ -1157,18 +956,11 @@ mod tests {
         assert_eq!(imported.records, 3);
         assert_eq!(
             imported.schema,
-            vec![
-                field("id", FieldType::Integer),
-                field("name", FieldType::String),
-                field("note", FieldType::String),
-            ]
+            vec![field("id", FieldType::Integer), field("name", FieldType::String), field("note", FieldType::String),]
         );
         assert_eq!(imported.size, data.len() as u64);
         // The stored blob is the published bytes, exactly.
-        assert_eq!(
-            fs::read(blobs.path_of(&imported.hash)).expect("read blob"),
-            data.as_bytes()
-        );
+        assert_eq!(fs::read(blobs.path_of(&imported.hash)).expect("read blob"), data.as_bytes());
     }
 
     #[test]
@@ -1202,10 +994,7 @@ mod tests {
         let src = source(&dir, "h.csv", b"a,b\n");
         let imported = blobs.import(&src, Format::Csv, None).expect("import");
         assert_eq!(imported.records, 0);
-        assert_eq!(
-            imported.schema,
-            vec![field("a", FieldType::String), field("b", FieldType::String)]
-        );
+        assert_eq!(imported.schema, vec![field("a", FieldType::String), field("b", FieldType::String)]);
     }
 
     #[test]
@@ -1215,13 +1004,9 @@ mod tests {
         let src = source(&dir, "ragged.csv", b"a,b\n1,\"x\ny\"\n2,3,4\n");
         let err = blobs.import(&src, Format::Csv, None).expect_err("ragged");
         match &err {
-            Error::Ragged {
-                line,
-                record,
-                expected,
-                got,
-                ..
-            } => assert_eq!((*line, *record, *expected, *got), (4, 2, 2, 3)),
+            Error::Ragged { line, record, expected, got, .. } => {
+                assert_eq!((*line, *record, *expected, *got), (4, 2, 2, 3))
+            }
             other => panic!("wrong error: {other}"),
         }
         let message = err.to_string();
@@ -1305,19 +1090,9 @@ mod tests {
         let (dir, blobs) = store();
         let cases: [Case; 4] = [
             ("empty.csv", b"", |e| matches!(e, Error::NoHeader { .. })),
-            (
-                "dup.csv",
-                b"a,b,a\n1,2,3\n",
-                |e| matches!(e, Error::DuplicateColumn { name, .. } if name == "a"),
-            ),
-            ("blank.csv", b"a,,c\n1,2,3\n", |e| {
-                matches!(e, Error::EmptyColumnName { column: 2, .. })
-            }),
-            (
-                "latin1.csv",
-                b"a,b\n1,caf\xe9\n",
-                |e| matches!(e, Error::Utf8 { line: 2, field, .. } if field == "b"),
-            ),
+            ("dup.csv", b"a,b,a\n1,2,3\n", |e| matches!(e, Error::DuplicateColumn { name, .. } if name == "a")),
+            ("blank.csv", b"a,,c\n1,2,3\n", |e| matches!(e, Error::EmptyColumnName { column: 2, .. })),
+            ("latin1.csv", b"a,b\n1,caf\xe9\n", |e| matches!(e, Error::Utf8 { line: 2, field, .. } if field == "b")),
         ];
         for (name, bytes, check) in cases {
             let src = source(&dir, name, bytes);
@@ -1338,9 +1113,7 @@ mod tests {
             "{\"name\": 5, \"id\": -3, \"ok\": false, \"nested\": {\"z\": 1, \"a\": 2}}\n",
         );
         let src = source(&dir, "rows.jsonl", data.as_bytes());
-        let imported = blobs
-            .import(&src, Format::Jsonl, Some("id"))
-            .expect("import");
+        let imported = blobs.import(&src, Format::Jsonl, Some("id")).expect("import");
         assert_eq!(imported.records, 3);
         assert_eq!(
             imported.schema,
@@ -1370,27 +1143,16 @@ mod tests {
     fn jsonl_bad_lines_name_the_line() {
         let (dir, blobs) = store();
         let cases: [Case; 4] = [
-            ("syntax.jsonl", b"{\"a\":1}\n\n{\"a\":\n", |e| {
-                matches!(e, Error::Json { line: 3, .. })
-            }),
+            ("syntax.jsonl", b"{\"a\":1}\n\n{\"a\":\n", |e| matches!(e, Error::Json { line: 3, .. })),
             ("array.jsonl", b"{\"a\":1}\n[1,2]\n", |e| {
-                matches!(
-                    e,
-                    Error::NotObject {
-                        line: 2,
-                        found: "an array",
-                        ..
-                    }
-                )
+                matches!(e, Error::NotObject { line: 2, found: "an array", .. })
             }),
             (
                 "dup.jsonl",
                 b"{\"a\":1,\"a\":2}\n",
                 |e| matches!(e, Error::DuplicateKey { line: 1, key, .. } if key == "a"),
             ),
-            ("bytes.jsonl", b"{\"a\":\"\xff\"}\n", |e| {
-                matches!(e, Error::Json { line: 1, .. })
-            }),
+            ("bytes.jsonl", b"{\"a\":\"\xff\"}\n", |e| matches!(e, Error::Json { line: 1, .. })),
         ];
         for (name, bytes, check) in cases {
             let src = source(&dir, name, bytes);
@@ -1406,9 +1168,7 @@ mod tests {
     fn key_field_must_be_a_field() {
         let (dir, blobs) = store();
         let src = source(&dir, "k.csv", b"code,name\n1,a\n");
-        let err = blobs
-            .import(&src, Format::Csv, Some("nope"))
-            .expect_err("unknown key");
+        let err = blobs.import(&src, Format::Csv, Some("nope")).expect_err("unknown key");
         let message = err.to_string();
         assert!(matches!(err, Error::UnknownKeyField { .. }), "{message}");
         assert!(message.contains("--key-field"), "{message}");
@@ -1417,20 +1177,13 @@ mod tests {
         // Nothing stored under the hash.
         assert_eq!(fs::read_dir(blobs.root()).expect("root").count(), 1);
 
-        let err = blobs
-            .import(&src, Format::Raw, Some("code"))
-            .expect_err("raw key");
+        let err = blobs.import(&src, Format::Raw, Some("code")).expect_err("raw key");
         let message = err.to_string();
         assert!(matches!(err, Error::KeyFieldOnRaw { .. }), "{message}");
-        assert!(
-            message.contains("--key-field") && message.contains("csv or jsonl"),
-            "{message}"
-        );
+        assert!(message.contains("--key-field") && message.contains("csv or jsonl"), "{message}");
 
         let jsonl = source(&dir, "k.jsonl", b"{\"x\":1}\n");
-        let err = blobs
-            .import(&jsonl, Format::Jsonl, Some("y"))
-            .expect_err("jsonl key");
+        let err = blobs.import(&jsonl, Format::Jsonl, Some("y")).expect_err("jsonl key");
         assert!(err.to_string().contains("its fields are: x"), "{err}");
     }
 
@@ -1442,22 +1195,12 @@ mod tests {
         let src = source(&dir, "blob.bin", &bytes);
         let first = blobs.import(&src, Format::Raw, None).expect("import");
         assert_eq!(first.hash, Hash::of(&bytes));
-        assert_eq!(
-            first.hash.to_string(),
-            blake3::hash(&bytes).to_hex().as_str()
-        );
+        assert_eq!(first.hash.to_string(), blake3::hash(&bytes).to_hex().as_str());
         assert_eq!(first.size, bytes.len() as u64);
         assert_eq!((first.records, first.schema.len()), (0, 0));
-        assert_eq!(
-            blobs.path_of(&first.hash),
-            blobs.root().join(first.hash.to_string())
-        );
+        assert_eq!(blobs.path_of(&first.hash), blobs.root().join(first.hash.to_string()));
         let mut stored = Vec::new();
-        blobs
-            .open_blob(&first.hash)
-            .expect("open blob")
-            .read_to_end(&mut stored)
-            .expect("read");
+        blobs.open_blob(&first.hash).expect("open blob").read_to_end(&mut stored).expect("read");
         assert_eq!(stored, bytes);
 
         let copy = source(&dir, "copy.bin", &bytes);
@@ -1494,18 +1237,13 @@ mod tests {
         let hash = Hash::of(b"never stored");
         assert!(!blobs.contains(&hash));
         assert!(matches!(blobs.open_blob(&hash), Err(Error::Missing { .. })));
-        assert!(matches!(
-            blobs.project(&hash, Format::Csv, &strings(&["a"])),
-            Err(Error::Missing { .. })
-        ));
+        assert!(matches!(blobs.project(&hash, Format::Csv, &strings(&["a"])), Err(Error::Missing { .. })));
     }
 
     #[test]
     fn import_reports_unreadable_source() {
         let (dir, blobs) = store();
-        let err = blobs
-            .import(&dir.path().join("absent.csv"), Format::Csv, None)
-            .expect_err("missing");
+        let err = blobs.import(&dir.path().join("absent.csv"), Format::Csv, None).expect_err("missing");
         assert!(matches!(err, Error::Read { .. }), "{err}");
         assert!(err.to_string().contains("absent.csv"), "{err}");
     }
@@ -1516,29 +1254,14 @@ mod tests {
                     1,\"Hangzhou, 浙江省\",\"say \"\"hi\"\"\",1.5\n\
                     2,\"multi\nline\",x,2\n";
         // Asked out of order, with a repeat: the dataset's order wins.
-        let out = project_bytes(Format::Csv, data.as_bytes(), &["score", "name", "score"])
-            .expect("project");
+        let out = project_bytes(Format::Csv, data.as_bytes(), &["score", "name", "score"]).expect("project");
         assert_eq!(
             parse_csv(&out),
-            vec![
-                strings(&["name", "score"]),
-                strings(&["Hangzhou, 浙江省", "1.5"]),
-                strings(&["multi\nline", "2"]),
-            ]
+            vec![strings(&["name", "score"]), strings(&["Hangzhou, 浙江省", "1.5"]), strings(&["multi\nline", "2"]),]
         );
-        assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
-            "name,score\n\"Hangzhou, 浙江省\",1.5\n\"multi\nline\",2\n"
-        );
+        assert_eq!(String::from_utf8(out).expect("utf-8"), "name,score\n\"Hangzhou, 浙江省\",1.5\n\"multi\nline\",2\n");
         let out = project_bytes(Format::Csv, data.as_bytes(), &["note"]).expect("project");
-        assert_eq!(
-            parse_csv(&out),
-            vec![
-                strings(&["note"]),
-                strings(&["say \"hi\""]),
-                strings(&["x"])
-            ]
-        );
+        assert_eq!(parse_csv(&out), vec![strings(&["note"]), strings(&["say \"hi\""]), strings(&["x"])]);
     }
 
     #[test]
@@ -1552,11 +1275,7 @@ mod tests {
         let out = project_bytes(Format::Jsonl, data.as_bytes(), &["m", "z"]).expect("project");
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
-            concat!(
-                "{\"z\":1,\"m\":{\"y\":1,\"b\":[true,null]}}\n",
-                "{\"m\":2.5,\"z\":null}\n",
-                "{}\n",
-            )
+            concat!("{\"z\":1,\"m\":{\"y\":1,\"b\":[true,null]}}\n", "{\"m\":2.5,\"z\":null}\n", "{}\n",)
         );
     }
 
@@ -1566,27 +1285,12 @@ mod tests {
         let err = project_bytes(Format::Csv, csv_data, &["a", "x", "y"]).expect_err("unknown");
         let message = err.to_string();
         assert!(matches!(err, Error::UnknownFields { .. }), "{message}");
-        assert!(
-            message.contains("\"x\", \"y\"") && message.contains("a, b"),
-            "{message}"
-        );
+        assert!(message.contains("\"x\", \"y\"") && message.contains("a, b"), "{message}");
         let err = project_bytes(Format::Jsonl, b"{\"a\":1}\n", &["b"]).expect_err("unknown");
-        assert!(
-            matches!(&err, Error::UnknownFields { unknown, .. } if unknown == "\"b\""),
-            "{err}"
-        );
-        assert!(matches!(
-            project_bytes(Format::Raw, b"x", &["a"]),
-            Err(Error::ProjectRaw)
-        ));
-        assert!(matches!(
-            project_bytes(Format::Csv, csv_data, &[]),
-            Err(Error::NoFields)
-        ));
-        assert!(matches!(
-            project_bytes(Format::Csv, b"a,b\n1\n", &["a"]),
-            Err(Error::Ragged { line: 2, .. })
-        ));
+        assert!(matches!(&err, Error::UnknownFields { unknown, .. } if unknown == "\"b\""), "{err}");
+        assert!(matches!(project_bytes(Format::Raw, b"x", &["a"]), Err(Error::ProjectRaw)));
+        assert!(matches!(project_bytes(Format::Csv, csv_data, &[]), Err(Error::NoFields)));
+        assert!(matches!(project_bytes(Format::Csv, b"a,b\n1\n", &["a"]), Err(Error::Ragged { line: 2, .. })));
         assert!(matches!(
             project_bytes(Format::Jsonl, b"{\"a\":1}\n7\n", &["a"]),
             Err(Error::NotObject { line: 2, .. })
@@ -1599,9 +1303,7 @@ mod tests {
         let data = "id,secret,name\n1,s1,\"a, b\"\n2,s2,浙江省\n";
         let src = source(&dir, "p.csv", data.as_bytes());
         let imported = blobs.import(&src, Format::Csv, Some("id")).expect("import");
-        let projected = blobs
-            .project(&imported.hash, Format::Csv, &strings(&["name", "id"]))
-            .expect("project");
+        let projected = blobs.project(&imported.hash, Format::Csv, &strings(&["name", "id"])).expect("project");
         let bytes = fs::read(projected.file.path()).expect("read projection");
         assert_eq!(bytes, "id,name\n1,\"a, b\"\n2,浙江省\n".as_bytes());
         assert_eq!(projected.hash, Hash::of(&bytes));
@@ -1611,17 +1313,9 @@ mod tests {
         drop(projected);
         assert!(!path.exists());
 
-        assert!(matches!(
-            blobs.project(&imported.hash, Format::Raw, &strings(&["id"])),
-            Err(Error::ProjectRaw)
-        ));
-        let err = blobs
-            .project(&imported.hash, Format::Csv, &strings(&["nope"]))
-            .expect_err("unknown");
-        assert!(
-            err.to_string().contains(&imported.hash.to_string()),
-            "{err}"
-        );
+        assert!(matches!(blobs.project(&imported.hash, Format::Raw, &strings(&["id"])), Err(Error::ProjectRaw)));
+        let err = blobs.project(&imported.hash, Format::Csv, &strings(&["nope"])).expect_err("unknown");
+        assert!(err.to_string().contains(&imported.hash.to_string()), "{err}");
     }
 
     #[test]
@@ -1630,17 +1324,11 @@ mod tests {
         let mut csv_data = b"a\n\"".to_vec();
         csv_data.resize(MAX_RECORD as usize + 2 * CHUNK + 10, b'x');
         let err = project_bytes(Format::Csv, &csv_data, &["a"]).expect_err("too large");
-        assert!(
-            matches!(err, Error::RecordTooLarge { line: 2, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, Error::RecordTooLarge { line: 2, .. }), "{err}");
 
         let mut jsonl = b"{}\n".to_vec();
         jsonl.resize(MAX_RECORD as usize + 10, b' ');
         let err = project_bytes(Format::Jsonl, &jsonl, &["a"]).expect_err("too large");
-        assert!(
-            matches!(err, Error::RecordTooLarge { line: 2, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, Error::RecordTooLarge { line: 2, .. }), "{err}");
     }
 }

@@ -77,33 +77,19 @@ fn version_key(publisher: &MemberId, dataset: &DatasetId, version: u64) -> Vec<u
 
 impl Catalog {
     pub fn new(store: Store) -> Catalog {
-        Catalog {
-            store,
-            write: Mutex::new(()),
-        }
+        Catalog { store, write: Mutex::new(()) }
     }
 
     fn decode_latest(k: &str, bytes: &[u8]) -> Result<Latest, Error> {
-        let corrupt = |detail: String| Error::Corrupt {
-            key: k.to_string(),
-            detail,
-        };
+        let corrupt = |detail: String| Error::Corrupt { key: k.to_string(), detail };
         match Gossip::decode(bytes).map_err(|e| corrupt(e.to_string()))? {
-            Gossip::Manifest(b) => Ok(Latest::Manifest(
-                Signed::decode(&b).map_err(|e| corrupt(e.to_string()))?,
-            )),
-            Gossip::Withdrawal(b) => Ok(Latest::Withdrawn(
-                Signed::decode(&b).map_err(|e| corrupt(e.to_string()))?,
-            )),
+            Gossip::Manifest(b) => Ok(Latest::Manifest(Signed::decode(&b).map_err(|e| corrupt(e.to_string()))?)),
+            Gossip::Withdrawal(b) => Ok(Latest::Withdrawn(Signed::decode(&b).map_err(|e| corrupt(e.to_string()))?)),
             Gossip::Roster(_) => Err(corrupt("a roster in the catalog".into())),
         }
     }
 
-    pub fn latest(
-        &self,
-        publisher: &MemberId,
-        dataset: &DatasetId,
-    ) -> Result<Option<Latest>, Error> {
+    pub fn latest(&self, publisher: &MemberId, dataset: &DatasetId) -> Result<Option<Latest>, Error> {
         let k = key(publisher, dataset);
         match self.store.get(Cf::Catalog, k.as_bytes())? {
             None => Ok(None),
@@ -156,10 +142,7 @@ impl Catalog {
         let k = key(&b.publisher, &b.dataset);
         let latest = Gossip::Manifest(bytes.to_vec())
             .encode()
-            .map_err(|e| Error::Corrupt {
-                key: k.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::Corrupt { key: k.clone(), detail: e.to_string() })?;
         let mut batch = Batch::default();
         batch.put(Cf::Catalog, k.as_bytes(), latest).put(
             Cf::Manifests,
@@ -193,10 +176,7 @@ impl Catalog {
         let k = key(&b.publisher, &b.dataset);
         let latest = Gossip::Withdrawal(bytes.to_vec())
             .encode()
-            .map_err(|e| Error::Corrupt {
-                key: k.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| Error::Corrupt { key: k.clone(), detail: e.to_string() })?;
         let mut batch = Batch::default();
         batch.put(Cf::Catalog, k.as_bytes(), latest);
         self.store.write(batch)?;
@@ -213,11 +193,7 @@ impl Catalog {
     }
 
     /// The live catalog: newest manifest of each dataset not withdrawn, filtered.
-    pub fn list(
-        &self,
-        publisher: Option<&MemberId>,
-        query: Option<&str>,
-    ) -> Result<Vec<Signed<Manifest>>, Error> {
+    pub fn list(&self, publisher: Option<&MemberId>, query: Option<&str>) -> Result<Vec<Signed<Manifest>>, Error> {
         let q = query.map(str::to_lowercase);
         Ok(self
             .all()?

@@ -13,17 +13,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {path} is invalid: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("cannot write config {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("environment variable {var} is invalid: {detail}")]
     Env { var: &'static str, detail: String },
 }
@@ -62,36 +56,32 @@ pub struct Config {
     /// Longest wait between redials of an unreachable member. Default 30s.
     #[serde(with = "humantime_serde")]
     pub max_redial_interval: Duration,
+    /// Cap on the bytes per second served to one exchange, e.g. 10485760 for 10 MiB/s, so a large
+    /// fetch cannot take all of a link shared with record queries. Default: no cap (0).
+    pub serve_rate_limit: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             member: None,
-            listen: vec![
-                "/ip4/0.0.0.0/tcp/4001".into(),
-                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
-            ],
+            listen: vec!["/ip4/0.0.0.0/tcp/4001".into(), "/ip4/0.0.0.0/udp/4001/quic-v1".into()],
             roster: PathBuf::from("roster.cbor"),
             log_format: LogFormat::Text,
             response_deadline: Duration::from_secs(5 * 86_400),
             default_grant_expiry: Duration::from_secs(90 * 86_400),
             max_clock_skew: Duration::from_secs(300),
             max_redial_interval: Duration::from_secs(30),
+            serve_rate_limit: 0,
         }
     }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| Error::Parse { path: path.to_path_buf(), detail: e.to_string() })?;
         cfg.apply_env()?;
         Ok(cfg)
     }
@@ -99,11 +89,7 @@ impl Config {
     /// `DELTAFED_LISTEN` (comma-separated multiaddrs) and `DELTAFED_LOG_FORMAT` override the file.
     pub fn apply_env(&mut self) -> Result<(), Error> {
         if let Ok(v) = std::env::var("DELTAFED_LISTEN") {
-            self.listen = v
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
+            self.listen = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
         if let Ok(v) = std::env::var("DELTAFED_LOG_FORMAT") {
             self.log_format = match v.as_str() {
@@ -121,15 +107,10 @@ impl Config {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let text = toml::to_string_pretty(self).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| Error::Parse { path: path.to_path_buf(), detail: e.to_string() })?;
         let text = format!("# deltafed node configuration. Unknown keys are refused.\n{text}");
-        std::fs::write(path, text).map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::write(path, text).map_err(|source| Error::Write { path: path.to_path_buf(), source })
     }
 }
 
@@ -141,19 +122,13 @@ mod tests {
     fn round_trips_and_refuses_unknown_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("deltafed.toml");
-        let cfg = Config {
-            member: Some("anhui".parse().expect("valid")),
-            ..Config::default()
-        };
+        let cfg = Config { member: Some("anhui".parse().expect("valid")), ..Config::default() };
         cfg.save(&path).expect("saves");
         assert_eq!(Config::load(&path).expect("loads"), cfg);
         std::fs::write(&path, "member = \"anhui\"\nlisten_on = []\n").expect("write");
         let err = Config::load(&path).expect_err("unknown key").to_string();
         assert!(err.contains("listen_on"), "{err}");
         std::fs::write(&path, "member = \"anhui\"\nresponse_deadline = \"2d\"\n").expect("write");
-        assert_eq!(
-            Config::load(&path).expect("loads").response_deadline,
-            Duration::from_secs(2 * 86_400)
-        );
+        assert_eq!(Config::load(&path).expect("loads").response_deadline, Duration::from_secs(2 * 86_400));
     }
 }

@@ -54,8 +54,6 @@ mod tests {
 
     fn ed25519_sign_raw(key: &SecretKey, msg: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer as _;
-        ed25519_dalek::SigningKey::from_bytes(&key.seed())
-            .sign(msg)
-            .to_bytes()
+        ed25519_dalek::SigningKey::from_bytes(&key.seed()).sign(msg).to_bytes()
     }
 }

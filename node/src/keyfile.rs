@@ -16,18 +16,10 @@ pub enum Error {
     )]
     Exists { path: PathBuf },
     #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write key file {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "key file {path} has unsafe permissions {mode:o} (readable by others); run `chmod 600 {path}`"
-    )]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("key file {path} has unsafe permissions {mode:o} (readable by others); run `chmod 600 {path}`")]
     Unsafe { path: PathBuf, mode: u32 },
     #[error("key file {path} is corrupt: expected 64 hex characters (a 32-byte ed25519 seed)")]
     Corrupt { path: PathBuf },
@@ -44,55 +36,29 @@ pub fn generate() -> Result<SecretKey, Error> {
 
 /// Writes `key` to `path` with mode 0600, refusing to replace an existing file.
 pub fn write_new(path: &Path, key: &SecretKey) -> Result<(), Error> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Exists {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                Error::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Exists { path: path.to_path_buf() }
+        } else {
+            Error::Write { path: path.to_path_buf(), source }
+        }
+    })?;
     let text = format!("{}\n", hex::encode(key.seed()));
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|source| Error::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| Error::Write { path: path.to_path_buf(), source })
 }
 
 /// Reads the key, refusing one that group or others can read.
 pub fn read(path: &Path) -> Result<SecretKey, Error> {
-    let meta = fs::metadata(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = fs::metadata(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(Error::Unsafe {
-            path: path.to_path_buf(),
-            mode,
-        });
+        return Err(Error::Unsafe { path: path.to_path_buf(), mode });
     }
-    let text = fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bytes = hex::decode(text.trim()).map_err(|_| Error::Corrupt {
-        path: path.to_path_buf(),
-    })?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| Error::Corrupt {
-        path: path.to_path_buf(),
-    })?;
+    let text = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let bytes = hex::decode(text.trim()).map_err(|_| Error::Corrupt { path: path.to_path_buf() })?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| Error::Corrupt { path: path.to_path_buf() })?;
     Ok(SecretKey::from_seed(seed))
 }
 
@@ -106,10 +72,7 @@ mod tests {
         let path = dir.path().join("node.key");
         let key = generate().expect("random");
         write_new(&path, &key).expect("writes");
-        assert_eq!(
-            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         assert_eq!(read(&path).expect("reads").public(), key.public());
         assert!(matches!(write_new(&path, &key), Err(Error::Exists { .. })));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");

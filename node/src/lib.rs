@@ -4,15 +4,20 @@
 //! stores, the libp2p swarm, and the admin API the CLI talks to. The CLI is a thin layer over
 //! this crate; this crate parses no arguments and installs no log subscriber.
 
+pub mod access;
 pub mod admin;
 pub mod blobs;
 pub mod catalog;
 pub mod config;
 pub mod datadir;
+pub mod exchange;
 pub mod identity;
 pub mod keyfile;
+pub mod keyindex;
 pub mod net;
 pub mod node;
+pub mod outbox;
+pub mod provenance;
 pub mod rosterfile;
 pub mod store;
 

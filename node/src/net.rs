@@ -34,9 +34,7 @@ const EVENT_QUEUE: usize = 1024;
 pub enum Error {
     #[error("cannot set up the network: {0}")]
     Setup(String),
-    #[error(
-        "cannot listen on {addr}: {detail} (check `listen` in deltafed.toml or DELTAFED_LISTEN)"
-    )]
+    #[error("cannot listen on {addr}: {detail} (check `listen` in deltafed.toml or DELTAFED_LISTEN)")]
     Listen { addr: String, detail: String },
     #[error("the network task has stopped")]
     Stopped,
@@ -72,46 +70,20 @@ pub struct NetStatus {
 }
 
 pub(crate) enum Command {
-    Publish {
-        data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), Error>>,
-    },
-    Status {
-        reply: oneshot::Sender<NetStatus>,
-    },
-    SetMembers {
-        members: Members,
-    },
-    Validated {
-        id: MessageId,
-        source: PeerId,
-        acceptance: MessageAcceptance,
-    },
-    Respond {
-        channel: ResponseChannel<Vec<u8>>,
-        data: Vec<u8>,
-    },
-    Request {
-        peer: PeerId,
-        data: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, Error>>,
-    },
+    Publish { data: Vec<u8>, reply: oneshot::Sender<Result<(), Error>> },
+    Status { reply: oneshot::Sender<NetStatus> },
+    SetMembers { members: Members },
+    Validated { id: MessageId, source: PeerId, acceptance: MessageAcceptance },
+    Respond { channel: ResponseChannel<Vec<u8>>, data: Vec<u8> },
+    Request { peer: PeerId, data: Vec<u8>, reply: oneshot::Sender<Result<Vec<u8>, Error>> },
 }
 
 /// What the network reports to the node.
 pub enum Event {
     /// A gossip message awaiting validation; answer with [`NetHandle::validated`].
-    Gossip {
-        id: MessageId,
-        source: PeerId,
-        data: Vec<u8>,
-    },
+    Gossip { id: MessageId, source: PeerId, data: Vec<u8> },
     /// An RPC request; answer with [`NetHandle::respond`] (dropping the channel refuses it).
-    Request {
-        peer: PeerId,
-        data: Vec<u8>,
-        channel: ResponseChannel<Vec<u8>>,
-    },
+    Request { peer: PeerId, data: Vec<u8>, channel: ResponseChannel<Vec<u8>> },
     /// The first connection to a member was established (time to sync).
     MemberConnected { peer: PeerId },
 }
@@ -148,25 +120,11 @@ impl NetHandle {
         self.send(Command::SetMembers { members }).await
     }
 
-    pub async fn validated(
-        &self,
-        id: MessageId,
-        source: PeerId,
-        acceptance: MessageAcceptance,
-    ) -> Result<(), Error> {
-        self.send(Command::Validated {
-            id,
-            source,
-            acceptance,
-        })
-        .await
+    pub async fn validated(&self, id: MessageId, source: PeerId, acceptance: MessageAcceptance) -> Result<(), Error> {
+        self.send(Command::Validated { id, source, acceptance }).await
     }
 
-    pub async fn respond(
-        &self,
-        channel: ResponseChannel<Vec<u8>>,
-        data: Vec<u8>,
-    ) -> Result<(), Error> {
+    pub async fn respond(&self, channel: ResponseChannel<Vec<u8>>, data: Vec<u8>) -> Result<(), Error> {
         self.send(Command::Respond { channel, data }).await
     }
 
@@ -198,11 +156,7 @@ pub fn new(
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let mut swarm = SwarmBuilder::with_existing_identity(settings.key.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            tls::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default().nodelay(true), tls::Config::new, yamux::Config::default)
         .map_err(|e| setup(&e))?
         .with_quic()
         .with_dns()
@@ -214,21 +168,11 @@ pub fn new(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(24 * 3600)))
         .build();
     for addr in &settings.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
-            addr: addr.to_string(),
-            detail: e.to_string(),
-        })?;
+        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen { addr: addr.to_string(), detail: e.to_string() })?;
     }
     let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-    let event_loop = EventLoop::new(
-        swarm,
-        commands,
-        events_tx,
-        topic,
-        settings.members,
-        settings.max_redial_interval,
-        shutdown,
-    );
+    let event_loop =
+        EventLoop::new(swarm, commands, events_tx, topic, settings.members, settings.max_redial_interval, shutdown);
     Ok((NetHandle { tx }, events, event_loop))
 }

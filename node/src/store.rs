@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded,
-    Options, WriteBatch,
+    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options, WriteBatch,
 };
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -85,16 +84,9 @@ impl Cf {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot open the database at {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rocksdb::Error,
-    },
+    Open { path: PathBuf, source: rocksdb::Error },
     #[error("database {op} failed in {cf}: {source}")]
-    Op {
-        op: &'static str,
-        cf: &'static str,
-        source: rocksdb::Error,
-    },
+    Op { op: &'static str, cf: &'static str, source: rocksdb::Error },
     #[error("column family {0} is missing from the database")]
     MissingCf(&'static str),
 }
@@ -107,9 +99,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.db.path())
-            .finish()
+        f.debug_struct("Store").field("path", &self.db.path()).finish()
     }
 }
 
@@ -123,38 +113,24 @@ impl Store {
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
-        let db = Db::open_cf_descriptors(&opts, path, cfs).map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = Db::open_cf_descriptors(&opts, path, cfs)
+            .map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
         Ok(Store { db: Arc::new(db) })
     }
 
     fn cf(&self, cf: Cf) -> Result<Arc<BoundColumnFamily<'_>>, Error> {
-        self.db
-            .cf_handle(cf.name())
-            .ok_or(Error::MissingCf(cf.name()))
+        self.db.cf_handle(cf.name()).ok_or(Error::MissingCf(cf.name()))
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let h = self.cf(cf)?;
-        self.db.get_cf(&h, key).map_err(|source| Error::Op {
-            op: "read",
-            cf: cf.name(),
-            source,
-        })
+        self.db.get_cf(&h, key).map_err(|source| Error::Op { op: "read", cf: cf.name(), source })
     }
 
     pub fn put(&self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), Error> {
         let h = self.cf(cf)?;
-        self.db.put_cf(&h, key, value).map_err(|source| Error::Op {
-            op: "write",
-            cf: cf.name(),
-            source,
-        })
+        self.db.put_cf(&h, key, value).map_err(|source| Error::Op { op: "write", cf: cf.name(), source })
     }
 
     /// Applies several writes atomically.
@@ -167,25 +143,22 @@ impl Store {
                 None => wb.delete_cf(&h, key),
             }
         }
-        self.db.write(wb).map_err(|source| Error::Op {
-            op: "write",
-            cf: "batch",
-            source,
-        })
+        self.db.write(wb).map_err(|source| Error::Op { op: "write", cf: "batch", source })
     }
 
     /// All entries of a column family whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<Row>, Error> {
+        self.scan_prefix_limit(cf, prefix, usize::MAX)
+    }
+
+    /// Like [`Store::scan_prefix`], at most `limit` rows.
+    pub fn scan_prefix_limit(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Vec<Row>, Error> {
         let h = self.cf(cf)?;
         let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(&h, mode) {
-            let (k, v) = item.map_err(|source| Error::Op {
-                op: "scan",
-                cf: cf.name(),
-                source,
-            })?;
-            if !k.starts_with(prefix) {
+            let (k, v) = item.map_err(|source| Error::Op { op: "scan", cf: cf.name(), source })?;
+            if !k.starts_with(prefix) || out.len() >= limit {
                 break;
             }
             out.push((k.into_vec(), v.into_vec()));
@@ -197,13 +170,86 @@ impl Store {
     pub fn flush(&self) -> Result<(), Error> {
         for cf in Cf::ALL {
             let h = self.cf(cf)?;
-            self.db.flush_cf(&h).map_err(|source| Error::Op {
-                op: "flush",
-                cf: cf.name(),
-                source,
-            })?;
+            self.db.flush_cf(&h).map_err(|source| Error::Op { op: "flush", cf: cf.name(), source })?;
         }
         Ok(())
+    }
+
+    /// Opens an existing database for reading only, e.g. a data dir an auditor copied, or the
+    /// live one while its node runs: a read-only open takes no lock, and sees what was written
+    /// up to the moment of opening. Column families the database lacks stay absent (reads of them
+    /// fail with [`Error::MissingCf`]) rather than making the whole open fail.
+    pub fn open_read_only(path: &Path) -> Result<Store, Error> {
+        let opts = Options::default();
+        let open_err = |source| Error::Open { path: path.to_path_buf(), source };
+        let present = Db::list_cf(&opts, path).map_err(open_err)?;
+        let names = Cf::ALL.iter().map(|cf| cf.name()).filter(|name| present.iter().any(|p| p == name));
+        let db = Db::open_cf_for_read_only(&opts, path, names, false).map_err(open_err)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// The row with the highest key, found by seeking to the end rather than scanning (the head
+    /// of a log keyed by big-endian sequence numbers).
+    pub fn last(&self, cf: Cf) -> Result<Option<Row>, Error> {
+        let mut found = None;
+        self.visit_range_rev(cf, &[], None, |k, v| {
+            found = Some((k.to_vec(), v.to_vec()));
+            false
+        })?;
+        Ok(found)
+    }
+
+    /// Calls `visit` with each row whose key is in `lower..upper` (`upper: None` = to the end),
+    /// in key order, until it returns `false`. Rows are lent, not copied, so a pass over a whole
+    /// column family (verifying a log) costs no allocation per row.
+    pub fn visit_range(
+        &self,
+        cf: Cf,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Error> {
+        let h = self.cf(cf)?;
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(lower);
+        if let Some(upper) = upper {
+            opts.set_iterate_upper_bound(upper);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(&h, opts);
+        it.seek(lower);
+        while let Some((k, v)) = it.item() {
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(|source| Error::Op { op: "scan", cf: cf.name(), source })
+    }
+
+    /// Like [`Store::visit_range`], highest key first (newest first in a log or an index whose
+    /// keys end in a big-endian sequence number).
+    pub fn visit_range_rev(
+        &self,
+        cf: Cf,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Error> {
+        let h = self.cf(cf)?;
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(lower);
+        if let Some(upper) = upper {
+            opts.set_iterate_upper_bound(upper);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(&h, opts);
+        it.seek_to_last();
+        while let Some((k, v)) = it.item() {
+            if !visit(k, v) {
+                return Ok(());
+            }
+            it.prev();
+        }
+        it.status().map_err(|source| Error::Op { op: "scan", cf: cf.name(), source })
     }
 }
 
@@ -235,22 +281,14 @@ mod tests {
         {
             let s = Store::open(dir.path()).expect("opens");
             let mut b = Batch::default();
-            b.put(Cf::Catalog, "zhejiang/a", "1")
-                .put(Cf::Catalog, "zhejiang/b", "2")
-                .put(Cf::Catalog, "anhui/a", "3");
+            b.put(Cf::Catalog, "zhejiang/a", "1").put(Cf::Catalog, "zhejiang/b", "2").put(Cf::Catalog, "anhui/a", "3");
             s.write(b).expect("writes");
             s.flush().expect("flushes");
         }
         let s = Store::open(dir.path()).expect("reopens");
         let rows = s.scan_prefix(Cf::Catalog, b"zhejiang/").expect("scans");
         assert_eq!(rows.len(), 2);
-        assert_eq!(
-            s.get(Cf::Catalog, b"anhui/a").expect("reads"),
-            Some(b"3".to_vec())
-        );
-        assert!(
-            Store::open(dir.path()).is_err(),
-            "a second open of the same db is refused by its lock"
-        );
+        assert_eq!(s.get(Cf::Catalog, b"anhui/a").expect("reads"), Some(b"3".to_vec()));
+        assert!(Store::open(dir.path()).is_err(), "a second open of the same db is refused by its lock");
     }
 }

@@ -19,11 +19,7 @@ use serde::{Serialize, de::DeserializeOwned};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{kind} is {size} bytes, over the limit of {max} bytes")]
-    Oversized {
-        kind: &'static str,
-        size: usize,
-        max: usize,
-    },
+    Oversized { kind: &'static str, size: usize, max: usize },
     #[error("{kind} is not well-formed CBOR: {detail}")]
     Malformed { kind: &'static str, detail: String },
     #[error("{kind} is not in canonical CBOR form")]
@@ -31,21 +27,14 @@ pub enum Error {
     #[error("{kind} has an unexpected shape: {detail}")]
     Shape { kind: &'static str, detail: String },
     #[error("{kind} has version {found}, this node understands version {supported}")]
-    UnknownVersion {
-        kind: &'static str,
-        found: u32,
-        supported: u32,
-    },
+    UnknownVersion { kind: &'static str, found: u32, supported: u32 },
     #[error("{kind} could not be encoded: {detail}")]
     Encode { kind: &'static str, detail: String },
 }
 
 /// Encodes `value` canonically.
 pub fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, Error> {
-    let raw = cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| Error::Encode {
-        kind,
-        detail: e.to_string(),
-    })?;
+    let raw = cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| Error::Encode { kind, detail: e.to_string() })?;
     let mut tree = parse_tree(kind, &raw)?;
     normalise(&mut tree);
     let out = write_tree(kind, &tree)?;
@@ -53,26 +42,15 @@ pub fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, Er
 }
 
 /// Decodes `bytes` as `T`, rejecting input over `max` bytes or not in canonical form.
-pub fn decode<T: DeserializeOwned>(
-    kind: &'static str,
-    max: usize,
-    bytes: &[u8],
-) -> Result<T, Error> {
+pub fn decode<T: DeserializeOwned>(kind: &'static str, max: usize, bytes: &[u8]) -> Result<T, Error> {
     check_canonical(kind, max, bytes)?;
-    cbor4ii::serde::from_slice(bytes).map_err(|e| Error::Shape {
-        kind,
-        detail: e.to_string(),
-    })
+    cbor4ii::serde::from_slice(bytes).map_err(|e| Error::Shape { kind, detail: e.to_string() })
 }
 
 /// Checks size and canonical form without interpreting the value.
 pub fn check_canonical(kind: &'static str, max: usize, bytes: &[u8]) -> Result<(), Error> {
     if bytes.len() > max {
-        return Err(Error::Oversized {
-            kind,
-            size: bytes.len(),
-            max,
-        });
+        return Err(Error::Oversized { kind, size: bytes.len(), max });
     }
     let mut tree = parse_tree(kind, bytes)?;
     if contains_float_or_tag(&tree) {
@@ -91,18 +69,12 @@ pub fn check_canonical(kind: &'static str, max: usize, bytes: &[u8]) -> Result<(
 
 fn parse_tree(kind: &'static str, bytes: &[u8]) -> Result<Value, Error> {
     let mut reader = SliceReader::new(bytes);
-    Value::decode(&mut reader).map_err(|e| Error::Malformed {
-        kind,
-        detail: format!("{e:?}"),
-    })
+    Value::decode(&mut reader).map_err(|e| Error::Malformed { kind, detail: format!("{e:?}") })
 }
 
 fn write_tree(kind: &'static str, tree: &Value) -> Result<Vec<u8>, Error> {
     let mut writer = BufWriter::new(Vec::new());
-    tree.encode(&mut writer).map_err(|e| Error::Encode {
-        kind,
-        detail: format!("{e:?}"),
-    })?;
+    tree.encode(&mut writer).map_err(|e| Error::Encode { kind, detail: format!("{e:?}") })?;
     Ok(writer.into_inner())
 }
 
@@ -135,12 +107,8 @@ fn has_duplicate_keys(value: &Value) -> bool {
     match value {
         Value::Array(items) => items.iter().any(has_duplicate_keys),
         Value::Map(entries) => {
-            entries
-                .windows(2)
-                .any(|w| key_bytes(&w[0].0) == key_bytes(&w[1].0))
-                || entries
-                    .iter()
-                    .any(|(k, v)| has_duplicate_keys(k) || has_duplicate_keys(v))
+            entries.windows(2).any(|w| key_bytes(&w[0].0) == key_bytes(&w[1].0))
+                || entries.iter().any(|(k, v)| has_duplicate_keys(k) || has_duplicate_keys(v))
         }
         Value::Tag(_, inner) => has_duplicate_keys(inner),
         _ => false,
@@ -152,9 +120,7 @@ fn contains_float_or_tag(value: &Value) -> bool {
     match value {
         Value::Float(_) | Value::Tag(..) => true,
         Value::Array(items) => items.iter().any(contains_float_or_tag),
-        Value::Map(entries) => entries
-            .iter()
-            .any(|(k, v)| contains_float_or_tag(k) || contains_float_or_tag(v)),
+        Value::Map(entries) => entries.iter().any(|(k, v)| contains_float_or_tag(k) || contains_float_or_tag(v)),
         _ => false,
     }
 }
@@ -173,21 +139,14 @@ mod tests {
     }
 
     fn sample() -> Sample {
-        Sample {
-            zebra: 1,
-            a: "x".into(),
-            bytes: vec![1, 2],
-        }
+        Sample { zebra: 1, a: "x".into(), bytes: vec![1, 2] }
     }
 
     #[test]
     fn keys_are_sorted_shortest_first_whatever_the_field_order() {
         let bytes = encode("sample", &sample()).expect("encodes");
         // {"a": "x", "bytes": h'0102', "zebra": 1}
-        assert_eq!(
-            hex::encode(&bytes),
-            "a361616178656279746573420102657a6562726101"
-        );
+        assert_eq!(hex::encode(&bytes), "a361616178656279746573420102657a6562726101");
         let back: Sample = decode("sample", 1024, &bytes).expect("decodes");
         assert_eq!(back, sample());
     }
@@ -195,10 +154,7 @@ mod tests {
     #[test]
     fn serde_order_is_rejected_as_non_canonical() {
         let raw = cbor4ii::serde::to_vec(Vec::new(), &sample()).expect("encodes");
-        assert_eq!(
-            decode::<Sample>("sample", 1024, &raw),
-            Err(Error::NonCanonical { kind: "sample" })
-        );
+        assert_eq!(decode::<Sample>("sample", 1024, &raw), Err(Error::NonCanonical { kind: "sample" }));
     }
 
     #[test]
@@ -208,10 +164,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] = 0x18;
         bytes.push(0x01);
-        assert_eq!(
-            decode::<Sample>("sample", 1024, &bytes),
-            Err(Error::NonCanonical { kind: "sample" })
-        );
+        assert_eq!(decode::<Sample>("sample", 1024, &bytes), Err(Error::NonCanonical { kind: "sample" }));
     }
 
     #[test]
@@ -219,22 +172,9 @@ mod tests {
         let bytes = encode("sample", &sample()).expect("encodes");
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(
-            decode::<Sample>("sample", 1024, &longer),
-            Err(Error::NonCanonical { kind: "sample" })
-        );
-        assert!(matches!(
-            decode::<Sample>("sample", 1024, &bytes[..bytes.len() - 1]),
-            Err(Error::Malformed { .. })
-        ));
-        assert!(matches!(
-            decode::<Sample>("sample", 4, &bytes),
-            Err(Error::Oversized {
-                size: 21,
-                max: 4,
-                ..
-            })
-        ));
+        assert_eq!(decode::<Sample>("sample", 1024, &longer), Err(Error::NonCanonical { kind: "sample" }));
+        assert!(matches!(decode::<Sample>("sample", 1024, &bytes[..bytes.len() - 1]), Err(Error::Malformed { .. })));
+        assert!(matches!(decode::<Sample>("sample", 4, &bytes), Err(Error::Oversized { size: 21, max: 4, .. })));
     }
 
     #[test]
@@ -244,16 +184,10 @@ mod tests {
         assert!(check_canonical("x", 64, &dup).is_err());
         // [_ 1, 2] indefinite-length array
         let indef = hex::decode("9f0102ff").expect("hex");
-        assert_eq!(
-            check_canonical("x", 64, &indef),
-            Err(Error::NonCanonical { kind: "x" })
-        );
+        assert_eq!(check_canonical("x", 64, &indef), Err(Error::NonCanonical { kind: "x" }));
         // 1.5 as a double, and as a half (which the parser does not even accept)
         let float = hex::decode("fb3ff8000000000000").expect("hex");
-        assert_eq!(
-            check_canonical("x", 64, &float),
-            Err(Error::NonCanonical { kind: "x" })
-        );
+        assert_eq!(check_canonical("x", 64, &float), Err(Error::NonCanonical { kind: "x" }));
         assert!(check_canonical("x", 64, &hex::decode("f93e00").expect("hex")).is_err());
     }
 }

@@ -15,11 +15,7 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{what} must be {len} hex characters, got {got:?}")]
-    BadText {
-        what: &'static str,
-        len: usize,
-        got: String,
-    },
+    BadText { what: &'static str, len: usize, got: String },
     #[error("{0:?} is not a valid ed25519 public key")]
     BadPublicKey(String),
     #[error("the {kind} signature does not verify")]
@@ -130,6 +126,8 @@ pub enum Kind {
     Receipt,
     Checkpoint,
     ProvenanceEntry,
+    QueryRequest,
+    QueryAnswer,
 }
 
 impl Kind {
@@ -148,6 +146,8 @@ impl Kind {
             Kind::Receipt => "deltafed/v1/receipt",
             Kind::Checkpoint => "deltafed/v1/checkpoint",
             Kind::ProvenanceEntry => "deltafed/v1/provenance-entry",
+            Kind::QueryRequest => "deltafed/v1/query-request",
+            Kind::QueryAnswer => "deltafed/v1/query-answer",
         }
     }
 
@@ -166,6 +166,8 @@ impl Kind {
             Kind::Receipt => "receipt",
             Kind::Checkpoint => "checkpoint",
             Kind::ProvenanceEntry => "provenance entry",
+            Kind::QueryRequest => "query request",
+            Kind::QueryAnswer => "query answer",
         }
     }
 }
@@ -213,11 +215,9 @@ impl fmt::Debug for SecretKey {
 impl PublicKey {
     /// Verifies `sig` over `body` as an object of `kind`, with strict (non-malleable) checks.
     pub fn verify(&self, kind: Kind, body: &[u8], sig: &Signature) -> Result<(), Error> {
-        let key =
-            VerifyingKey::from_bytes(&self.0).map_err(|_| Error::BadPublicKey(self.to_string()))?;
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| Error::BadPublicKey(self.to_string()))?;
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify_strict(&signing_input(kind, body), &sig)
-            .map_err(|_| Error::BadSignature { kind: kind.name() })
+        key.verify_strict(&signing_input(kind, body), &sig).map_err(|_| Error::BadSignature { kind: kind.name() })
     }
 
     /// Whether the bytes are a valid curve point (a usable key).
@@ -234,9 +234,7 @@ mod tests {
     fn signature_for_one_kind_never_verifies_as_another() {
         let key = SecretKey::from_seed([7; 32]);
         let sig = key.sign(Kind::Grant, b"body");
-        key.public()
-            .verify(Kind::Grant, b"body", &sig)
-            .expect("verifies");
+        key.public().verify(Kind::Grant, b"body", &sig).expect("verifies");
         assert_eq!(
             key.public().verify(Kind::Revocation, b"body", &sig),
             Err(Error::BadSignature { kind: "revocation" })

@@ -67,7 +67,28 @@ pub struct Ticket {
     pub content_hash: Hash,
     pub size: u64,
     pub offset: u64,
+    /// The delivery is sent in chunks of this many bytes (the last may be shorter)...
+    pub chunk_size: u32,
+    /// ...and this is the BLAKE3 hash of the concatenated 32-byte BLAKE3 hashes of all chunks
+    /// (the chunk table, sent with the ticket), so each chunk is verified as it arrives.
+    pub chunks: Hash,
     pub time: Timestamp,
+}
+
+impl Ticket {
+    /// The number of chunks of a delivery of `size` bytes.
+    pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
+        if chunk_size == 0 { 0 } else { size.div_ceil(u64::from(chunk_size)) }
+    }
+
+    /// The hash that names a chunk table.
+    pub fn table_hash(chunk_hashes: &[Hash]) -> Hash {
+        let mut h = blake3::Hasher::new();
+        for c in chunk_hashes {
+            h.update(&c.0);
+        }
+        h.finalize().into()
+    }
 }
 
 impl Object for Ticket {
@@ -79,6 +100,69 @@ impl Object for Ticket {
 }
 
 impl Authored for Ticket {
+    fn author(&self) -> &MemberId {
+        &self.provider
+    }
+}
+
+/// Asks for the records of a keyed dataset whose key field equals `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub v: u32,
+    pub requester: MemberId,
+    pub provider: MemberId,
+    pub dataset: DatasetId,
+    /// The grant held; absent for datasets shared unconditionally.
+    pub grant: Option<GrantId>,
+    pub key: String,
+    pub nonce: Nonce,
+    pub time: Timestamp,
+}
+
+impl Object for QueryRequest {
+    const KIND: Kind = Kind::QueryRequest;
+    const MAX_SIZE: usize = 8 * 1024;
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+impl Authored for QueryRequest {
+    fn author(&self) -> &MemberId {
+        &self.requester
+    }
+}
+
+/// The provider's signed answer: the hash of exactly the record bytes sent with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryAnswer {
+    pub v: u32,
+    pub exchange: ExchangeId,
+    /// Hash of the signed query request this answers.
+    pub request: Hash,
+    pub provider: MemberId,
+    pub requester: MemberId,
+    pub dataset: DatasetId,
+    pub version: u64,
+    /// The fields returned, when projected.
+    pub fields: Option<Vec<String>>,
+    /// BLAKE3 of the records as sent (a JSON array of objects).
+    pub records: Hash,
+    pub count: u64,
+    pub time: Timestamp,
+}
+
+impl Object for QueryAnswer {
+    const KIND: Kind = Kind::QueryAnswer;
+    const MAX_SIZE: usize = 16 * 1024;
+    fn version(&self) -> u32 {
+        self.v
+    }
+}
+
+impl Authored for QueryAnswer {
     fn author(&self) -> &MemberId {
         &self.provider
     }

@@ -15,37 +15,21 @@ use crate::crypto::fixed_bytes;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{what} {got:?} is not valid: {rule}")]
-    BadSlug {
-        what: &'static str,
-        got: String,
-        rule: &'static str,
-    },
+    BadSlug { what: &'static str, got: String, rule: &'static str },
     #[error(
         "dataset reference {got:?} is not valid: {why} (expected MEMBER/DATASET or MEMBER/DATASET@VERSION, e.g. zhejiang/licences@2)"
     )]
     BadRef { got: String, why: String },
 }
 
-fn check_slug(
-    what: &'static str,
-    s: &str,
-    max: usize,
-    extra: &[char],
-    rule: &'static str,
-) -> Result<(), Error> {
-    let bad = || Error::BadSlug {
-        what,
-        got: s.to_string(),
-        rule,
-    };
+fn check_slug(what: &'static str, s: &str, max: usize, extra: &[char], rule: &'static str) -> Result<(), Error> {
+    let bad = || Error::BadSlug { what, got: s.to_string(), rule };
     let mut chars = s.chars();
     let first = chars.next().ok_or_else(bad)?;
     if s.len() > max || !first.is_ascii_lowercase() || s.ends_with('-') {
         return Err(bad());
     }
-    if !chars
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c))
-    {
+    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c)) {
         return Err(bad());
     }
     Ok(())
@@ -129,10 +113,7 @@ pub struct DatasetRef {
 impl DatasetRef {
     /// The reference without a version: `MEMBER/DATASET`.
     pub fn unversioned(&self) -> DatasetRef {
-        DatasetRef {
-            version: None,
-            ..self.clone()
-        }
+        DatasetRef { version: None, ..self.clone() }
     }
 }
 
@@ -155,18 +136,11 @@ impl fmt::Debug for DatasetRef {
 impl FromStr for DatasetRef {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = |why: String| Error::BadRef {
-            got: s.to_string(),
-            why,
-        };
-        let (member, rest) = s
-            .split_once('/')
-            .ok_or_else(|| bad("no '/' between member and dataset".into()))?;
+        let bad = |why: String| Error::BadRef { got: s.to_string(), why };
+        let (member, rest) = s.split_once('/').ok_or_else(|| bad("no '/' between member and dataset".into()))?;
         let (dataset, version) = match rest.split_once('@') {
             Some((d, v)) => {
-                let v: u64 = v
-                    .parse()
-                    .map_err(|_| bad(format!("version {v:?} is not a whole number")))?;
+                let v: u64 = v.parse().map_err(|_| bad(format!("version {v:?} is not a whole number")))?;
                 if v == 0 {
                     return Err(bad("versions start at 1".into()));
                 }
@@ -190,9 +164,7 @@ impl Serialize for DatasetRef {
 
 impl<'de> Deserialize<'de> for DatasetRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -222,16 +194,7 @@ mod tests {
         for ok in ["zhejiang", "a", "anhui-2", "x9"] {
             assert!(ok.parse::<MemberId>().is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "Zhejiang",
-            "9a",
-            "a_b",
-            "a-",
-            "a b",
-            "zhé",
-            &"a".repeat(33),
-        ] {
+        for bad in ["", "Zhejiang", "9a", "a_b", "a-", "a b", "zhé", &"a".repeat(33)] {
             assert!(bad.parse::<MemberId>().is_err(), "{bad}");
         }
     }
@@ -243,22 +206,10 @@ mod tests {
         assert_eq!(r.dataset.as_str(), "licences");
         assert_eq!(r.version, Some(2));
         assert_eq!(r.to_string(), "zhejiang/licences@2");
-        assert_eq!(
-            "zhejiang/licences"
-                .parse::<DatasetRef>()
-                .expect("parses")
-                .version,
-            None
-        );
-        let err = "zhejiang"
-            .parse::<DatasetRef>()
-            .expect_err("no slash")
-            .to_string();
+        assert_eq!("zhejiang/licences".parse::<DatasetRef>().expect("parses").version, None);
+        let err = "zhejiang".parse::<DatasetRef>().expect_err("no slash").to_string();
         assert!(err.contains("no '/'"), "{err}");
-        let err = "zhejiang/x@two"
-            .parse::<DatasetRef>()
-            .expect_err("bad version")
-            .to_string();
+        let err = "zhejiang/x@two".parse::<DatasetRef>().expect_err("bad version").to_string();
         assert!(err.contains("\"two\" is not a whole number"), "{err}");
         assert!("zhejiang/x@0".parse::<DatasetRef>().is_err());
         assert!("Zhejiang/x".parse::<DatasetRef>().is_err());

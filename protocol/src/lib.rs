@@ -45,8 +45,6 @@ pub mod time;
 pub mod wire;
 
 pub use crypto::{Hash, Kind, PublicKey, SecretKey, Signature};
-pub use id::{
-    DatasetId, DatasetRef, ExchangeId, FederationId, GrantId, MemberId, Nonce, RequestId,
-};
+pub use id::{DatasetId, DatasetRef, ExchangeId, FederationId, GrantId, MemberId, Nonce, RequestId};
 pub use signed::{Authored, OBJECT_VERSION, Object, Signed};
 pub use time::Timestamp;

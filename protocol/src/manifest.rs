@@ -123,11 +123,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn dataset_ref(&self) -> DatasetRef {
-        DatasetRef {
-            publisher: self.publisher.clone(),
-            dataset: self.dataset.clone(),
-            version: Some(self.version),
-        }
+        DatasetRef { publisher: self.publisher.clone(), dataset: self.dataset.clone(), version: Some(self.version) }
     }
 }
 

@@ -79,10 +79,7 @@ impl Roster {
             return Err(Invalid::Structure("it lists no members".into()));
         }
         if self.members.len() > MAX_MEMBERS {
-            return Err(Invalid::Structure(format!(
-                "it lists {} members, over {MAX_MEMBERS}",
-                self.members.len()
-            )));
+            return Err(Invalid::Structure(format!("it lists {} members, over {MAX_MEMBERS}", self.members.len())));
         }
         let n = self.members.len();
         if self.threshold == 0 || self.threshold as usize > n {
@@ -95,28 +92,16 @@ impl Roster {
         let mut keys = BTreeSet::new();
         for m in &self.members {
             if !ids.insert(&m.id) {
-                return Err(Invalid::Structure(format!(
-                    "member {} is listed twice",
-                    m.id
-                )));
+                return Err(Invalid::Structure(format!("member {} is listed twice", m.id)));
             }
             if !keys.insert(m.key) {
-                return Err(Invalid::Structure(format!(
-                    "member {} reuses another member's key",
-                    m.id
-                )));
+                return Err(Invalid::Structure(format!("member {} reuses another member's key", m.id)));
             }
             if !m.key.is_valid() {
-                return Err(Invalid::Structure(format!(
-                    "member {} has an invalid public key",
-                    m.id
-                )));
+                return Err(Invalid::Structure(format!("member {} has an invalid public key", m.id)));
             }
             if m.addrs.len() > MAX_ADDRS {
-                return Err(Invalid::Structure(format!(
-                    "member {} lists more than {MAX_ADDRS} addresses",
-                    m.id
-                )));
+                return Err(Invalid::Structure(format!("member {} lists more than {MAX_ADDRS} addresses", m.id)));
             }
         }
         Ok(())
@@ -152,29 +137,19 @@ pub enum Invalid {
     #[error("it is signed by {have} distinct member(s) of the {need} its threshold requires{dup}")]
     BelowThreshold { have: usize, need: u32, dup: String },
     #[error("it is for federation {found}, not {expected}")]
-    WrongFederation {
-        expected: FederationId,
-        found: FederationId,
-    },
+    WrongFederation { expected: FederationId, found: FederationId },
     #[error("its version {found} does not replace version {current}, which is in force")]
     NotNewer { current: u64, found: u64 },
     #[error(
         "only {have} member(s) of version {version} (in force) signed it; {need} are required to change the roster"
     )]
-    PreviousThreshold {
-        have: usize,
-        need: u32,
-        version: u64,
-    },
+    PreviousThreshold { have: usize, need: u32, version: u64 },
 }
 
 impl SignedRoster {
     /// A roster with no signatures yet.
     pub fn unsigned(roster: Roster) -> SignedRoster {
-        SignedRoster {
-            roster,
-            sigs: Vec::new(),
-        }
+        SignedRoster { roster, sigs: Vec::new() }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
@@ -192,10 +167,8 @@ impl SignedRoster {
         }
         let kind = Kind::Roster.name();
         cbor::check_canonical(kind, MAX_ROSTER_SIZE, bytes)?;
-        let probe: Probe = cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape {
-            kind,
-            detail: e.to_string(),
-        })?;
+        let probe: Probe =
+            cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
         check_version(kind, probe.roster.v)?;
         cbor::decode(kind, MAX_ROSTER_SIZE, bytes)
     }
@@ -209,10 +182,7 @@ impl SignedRoster {
     /// here, so that tests can build such a roster.
     pub fn add_signature(&mut self, key: &SecretKey) -> Result<(), cbor::Error> {
         let sig = key.sign(Kind::Roster, &self.signing_bytes()?);
-        self.sigs.push(RosterSignature {
-            key: key.public(),
-            sig,
-        });
+        self.sigs.push(RosterSignature { key: key.public(), sig });
         Ok(())
     }
 
@@ -246,24 +216,15 @@ impl SignedRoster {
         r.check_structure()?;
         if let Some(cur) = current {
             if cur.federation != r.federation {
-                return Err(Invalid::WrongFederation {
-                    expected: cur.federation.clone(),
-                    found: r.federation.clone(),
-                });
+                return Err(Invalid::WrongFederation { expected: cur.federation.clone(), found: r.federation.clone() });
             }
             if r.version <= cur.version {
-                return Err(Invalid::NotNewer {
-                    current: cur.version,
-                    found: r.version,
-                });
+                return Err(Invalid::NotNewer { current: cur.version, found: r.version });
             }
         }
-        let body = self
-            .signing_bytes()
-            .map_err(|e| Invalid::Structure(e.to_string()))?;
+        let body = self.signing_bytes().map_err(|e| Invalid::Structure(e.to_string()))?;
         for s in &self.sigs {
-            let known = r.member_by_key(&s.key).is_some()
-                || current.is_some_and(|c| c.member_by_key(&s.key).is_some());
+            let known = r.member_by_key(&s.key).is_some() || current.is_some_and(|c| c.member_by_key(&s.key).is_some());
             if !known {
                 return Err(Invalid::NonMember(s.key));
             }
@@ -272,29 +233,17 @@ impl SignedRoster {
             }
         }
         let distinct_in = |roster: &Roster| -> BTreeSet<PublicKey> {
-            self.sigs
-                .iter()
-                .filter(|s| roster.member_by_key(&s.key).is_some())
-                .map(|s| s.key)
-                .collect()
+            self.sigs.iter().filter(|s| roster.member_by_key(&s.key).is_some()).map(|s| s.key).collect()
         };
         let own = distinct_in(r);
         if own.len() < r.threshold as usize {
             let dup = self.duplicate_note();
-            return Err(Invalid::BelowThreshold {
-                have: own.len(),
-                need: r.threshold,
-                dup,
-            });
+            return Err(Invalid::BelowThreshold { have: own.len(), need: r.threshold, dup });
         }
         if let Some(cur) = current {
             let prev = distinct_in(cur);
             if prev.len() < cur.threshold as usize {
-                return Err(Invalid::PreviousThreshold {
-                    have: prev.len(),
-                    need: cur.threshold,
-                    version: cur.version,
-                });
+                return Err(Invalid::PreviousThreshold { have: prev.len(), need: cur.threshold, version: cur.version });
             }
         }
         Ok(())
@@ -312,10 +261,7 @@ impl SignedRoster {
             String::new()
         } else {
             let names: Vec<_> = dups.into_iter().collect();
-            format!(
-                " ({} signed more than once, which counts once)",
-                names.join(", ")
-            )
+            format!(" ({} signed more than once, which counts once)", names.join(", "))
         }
     }
 }
@@ -354,12 +300,7 @@ mod tests {
         s
     }
 
-    const FOUR: [(&str, u8); 4] = [
-        ("shanghai", 1),
-        ("jiangsu", 2),
-        ("zhejiang", 3),
-        ("anhui", 4),
-    ];
+    const FOUR: [(&str, u8); 4] = [("shanghai", 1), ("jiangsu", 2), ("zhejiang", 3), ("anhui", 4)];
 
     #[test]
     fn threshold_met_is_valid_and_round_trips() {
@@ -372,24 +313,14 @@ mod tests {
     #[test]
     fn one_short_of_threshold_is_invalid() {
         let s = signed(roster(1, 3, &FOUR), &[1, 2]);
-        assert_eq!(
-            s.validate(),
-            Err(Invalid::BelowThreshold {
-                have: 2,
-                need: 3,
-                dup: String::new()
-            })
-        );
+        assert_eq!(s.validate(), Err(Invalid::BelowThreshold { have: 2, need: 3, dup: String::new() }));
     }
 
     #[test]
     fn double_signature_counts_once() {
         let s = signed(roster(1, 2, &FOUR), &[1, 1]);
         let err = s.validate().expect_err("one distinct signer");
-        assert!(
-            err.to_string().contains("shanghai signed more than once"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("shanghai signed more than once"), "{err}");
     }
 
     #[test]
@@ -404,21 +335,9 @@ mod tests {
     #[test]
     fn structure_rules() {
         assert!(signed(roster(1, 0, &FOUR), &[1]).validate().is_err());
-        assert!(
-            signed(roster(1, 5, &FOUR), &[1, 2, 3, 4])
-                .validate()
-                .is_err()
-        );
-        assert!(
-            signed(roster(1, 1, &[("a", 1), ("a", 2)]), &[1])
-                .validate()
-                .is_err()
-        );
-        assert!(
-            signed(roster(1, 1, &[("a", 1), ("b", 1)]), &[1])
-                .validate()
-                .is_err()
-        );
+        assert!(signed(roster(1, 5, &FOUR), &[1, 2, 3, 4]).validate().is_err());
+        assert!(signed(roster(1, 1, &[("a", 1), ("a", 2)]), &[1]).validate().is_err());
+        assert!(signed(roster(1, 1, &[("a", 1), ("b", 1)]), &[1]).validate().is_err());
         assert!(signed(roster(0, 1, &FOUR), &[1]).validate().is_err());
     }
 
@@ -426,33 +345,15 @@ mod tests {
     fn successor_needs_the_threshold_of_the_version_in_force() {
         let v1 = roster(1, 3, &FOUR);
         // v2 removes anhui, adds nanjing (key 5), threshold 2 of its own.
-        let members = [
-            ("shanghai", 1),
-            ("jiangsu", 2),
-            ("zhejiang", 3),
-            ("nanjing", 5),
-        ];
+        let members = [("shanghai", 1), ("jiangsu", 2), ("zhejiang", 3), ("nanjing", 5)];
         let two = signed(roster(2, 2, &members), &[1, 5]);
         assert_eq!(two.validate(), Ok(()), "valid on its own");
-        assert_eq!(
-            two.validate_successor(&v1),
-            Err(Invalid::PreviousThreshold {
-                have: 1,
-                need: 3,
-                version: 1
-            })
-        );
+        assert_eq!(two.validate_successor(&v1), Err(Invalid::PreviousThreshold { have: 1, need: 3, version: 1 }));
         // A removed member (anhui, key 4) may still sign as a member of v1.
         let ok = signed(roster(2, 2, &members), &[1, 2, 4]);
         assert_eq!(ok.validate_successor(&v1), Ok(()));
         let same = signed(roster(1, 2, &members), &[1, 2, 3]);
-        assert_eq!(
-            same.validate_successor(&v1),
-            Err(Invalid::NotNewer {
-                current: 1,
-                found: 1
-            })
-        );
+        assert_eq!(same.validate_successor(&v1), Err(Invalid::NotNewer { current: 1, found: 1 }));
     }
 
     #[test]
@@ -462,11 +363,7 @@ mod tests {
         let bytes = cbor::encode("roster", &s).expect("encodes");
         assert_eq!(
             SignedRoster::decode(&bytes),
-            Err(cbor::Error::UnknownVersion {
-                kind: "roster",
-                found: 2,
-                supported: 1
-            })
+            Err(cbor::Error::UnknownVersion { kind: "roster", found: 2, supported: 1 })
         );
     }
 }

@@ -39,15 +39,9 @@ pub enum Error {
     #[error(transparent)]
     Crypto(#[from] crypto::Error),
     #[error("the {kind} names {member} as its author, who is not a member of the roster in force")]
-    UnknownAuthor {
-        kind: &'static str,
-        member: MemberId,
-    },
+    UnknownAuthor { kind: &'static str, member: MemberId },
     #[error("the {kind} claims to be by {member} but is signed by another key")]
-    WrongSigner {
-        kind: &'static str,
-        member: MemberId,
-    },
+    WrongSigner { kind: &'static str, member: MemberId },
 }
 
 #[derive(Deserialize)]
@@ -59,11 +53,7 @@ struct VersionOnly {
 /// odd shape.
 pub(crate) fn check_version(kind: &'static str, v: u32) -> Result<(), cbor::Error> {
     if v != OBJECT_VERSION {
-        return Err(cbor::Error::UnknownVersion {
-            kind,
-            found: v,
-            supported: OBJECT_VERSION,
-        });
+        return Err(cbor::Error::UnknownVersion { kind, found: v, supported: OBJECT_VERSION });
     }
     Ok(())
 }
@@ -77,15 +67,10 @@ pub fn encode<T: Object>(value: &T) -> Result<Vec<u8>, cbor::Error> {
 pub fn decode<T: Object>(bytes: &[u8]) -> Result<T, cbor::Error> {
     let kind = T::KIND.name();
     cbor::check_canonical(kind, T::MAX_SIZE, bytes)?;
-    let probe: VersionOnly = cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape {
-        kind,
-        detail: e.to_string(),
-    })?;
+    let probe: VersionOnly =
+        cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
     check_version(kind, probe.v)?;
-    cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape {
-        kind,
-        detail: e.to_string(),
-    })
+    cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })
 }
 
 /// A verified signed object. Holds its exact encoding, which is what gets stored and forwarded.
@@ -123,27 +108,11 @@ impl<T: Object> Signed<T> {
         let body_bytes = cbor::encode(T::KIND.name(), &body)?;
         let sig = key.sign(T::KIND, &body_bytes);
         let signer = key.public();
-        let bytes = cbor::encode(
-            T::KIND.name(),
-            &WireRef {
-                body: &body,
-                signer: &signer,
-                sig: &sig,
-            },
-        )?;
+        let bytes = cbor::encode(T::KIND.name(), &WireRef { body: &body, signer: &signer, sig: &sig })?;
         if bytes.len() > T::MAX_SIZE {
-            return Err(cbor::Error::Oversized {
-                kind: T::KIND.name(),
-                size: bytes.len(),
-                max: T::MAX_SIZE,
-            });
+            return Err(cbor::Error::Oversized { kind: T::KIND.name(), size: bytes.len(), max: T::MAX_SIZE });
         }
-        Ok(Signed {
-            body,
-            signer,
-            sig,
-            bytes,
-        })
+        Ok(Signed { body, signer, sig, bytes })
     }
 
     /// Decodes and verifies the signature (not yet the author: see [`Signed::check_signer`]).
@@ -159,12 +128,7 @@ impl<T: Object> Signed<T> {
         let wire: Wire<T> = cbor4ii::serde::from_slice(bytes).map_err(shape)?;
         let body_bytes = cbor::encode(kind, &wire.body)?;
         wire.signer.verify(T::KIND, &body_bytes, &wire.sig)?;
-        Ok(Signed {
-            body: wire.body,
-            signer: wire.signer,
-            sig: wire.sig,
-            bytes: bytes.to_vec(),
-        })
+        Ok(Signed { body: wire.body, signer: wire.signer, sig: wire.sig, bytes: bytes.to_vec() })
     }
 
     pub fn body(&self) -> &T {
@@ -200,14 +164,8 @@ impl<T: Authored> Signed<T> {
         let kind = T::KIND.name();
         let member = self.body.author();
         match roster.key_of(member) {
-            None => Err(Error::UnknownAuthor {
-                kind,
-                member: member.clone(),
-            }),
-            Some(key) if *key != self.signer => Err(Error::WrongSigner {
-                kind,
-                member: member.clone(),
-            }),
+            None => Err(Error::UnknownAuthor { kind, member: member.clone() }),
+            Some(key) if *key != self.signer => Err(Error::WrongSigner { kind, member: member.clone() }),
             Some(_) => Ok(()),
         }
     }

@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a time or duration could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{got:?} is neither an RFC 3339 time (2026-12-31T00:00:00Z) nor a duration (30d, 12h, 15m)"
-)]
+#[error("{got:?} is neither an RFC 3339 time (2026-12-31T00:00:00Z) nor a duration (30d, 12h, 15m)")]
 pub struct Error {
     pub got: String,
 }
@@ -23,10 +21,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     pub fn from_system(t: SystemTime) -> Timestamp {
-        let ms = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
@@ -35,10 +30,7 @@ impl Timestamp {
     }
 
     pub fn saturating_add(self, d: Duration) -> Timestamp {
-        Timestamp(
-            self.0
-                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        )
+        Timestamp(self.0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// The absolute distance between two times.
@@ -63,10 +55,7 @@ impl Timestamp {
             return Ok(Timestamp::from_system(t));
         }
         match humantime::parse_duration(s) {
-            Ok(d) => Ok(Timestamp(
-                now.0
-                    .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            )),
+            Ok(d) => Ok(Timestamp(now.0.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))),
             Err(_) => Err(Error { got: s.to_string() }),
         }
     }
@@ -91,22 +80,10 @@ mod tests {
     #[test]
     fn expiry_forms() {
         let now = Timestamp(1_000_000);
-        assert_eq!(
-            Timestamp::parse_at_or_after("15m", now),
-            Ok(Timestamp(1_000_000 + 900_000))
-        );
-        assert_eq!(
-            Timestamp::parse_at_or_after("30d", now),
-            Ok(Timestamp(1_000_000 + 30 * 86_400_000))
-        );
-        assert_eq!(
-            Timestamp::parse_at_or_after("2026-12-31T00:00:00Z", now),
-            Ok(Timestamp(1_798_675_200_000))
-        );
+        assert_eq!(Timestamp::parse_at_or_after("15m", now), Ok(Timestamp(1_000_000 + 900_000)));
+        assert_eq!(Timestamp::parse_at_or_after("30d", now), Ok(Timestamp(1_000_000 + 30 * 86_400_000)));
+        assert_eq!(Timestamp::parse_at_or_after("2026-12-31T00:00:00Z", now), Ok(Timestamp(1_798_675_200_000)));
         assert!(Timestamp::parse_at_or_after("soon", now).is_err());
-        assert_eq!(
-            Timestamp(1_798_675_200_000).to_string(),
-            "2026-12-31T00:00:00.000Z"
-        );
+        assert_eq!(Timestamp(1_798_675_200_000).to_string(), "2026-12-31T00:00:00.000Z");
     }
 }

@@ -68,18 +68,63 @@ pub struct SyncResponse {
     pub next: Option<String>,
 }
 
+/// A signed object handed to the member it concerns (grantee, provider, requester, witness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    AccessRequest(#[serde(with = "serde_bytes")] Vec<u8>),
+    Decision(#[serde(with = "serde_bytes")] Vec<u8>),
+    Grant(#[serde(with = "serde_bytes")] Vec<u8>),
+    Revocation(#[serde(with = "serde_bytes")] Vec<u8>),
+    Receipt(#[serde(with = "serde_bytes")] Vec<u8>),
+    Checkpoint(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
 /// Requests of the `/deltafed/rpc/1` protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Request {
     Sync(SyncRequest),
+    Deliver(Delivery),
+    /// A signed fetch request.
+    Fetch(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// One chunk of an exchange whose ticket was issued.
+    Chunk {
+        exchange: crate::ExchangeId,
+        index: u64,
+    },
+    /// A signed query request.
+    Query(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The checkpoints of `member` that the responder holds as a witness (a bounded sample
+    /// spread over history, newest included).
+    WitnessOf {
+        member: crate::MemberId,
+    },
 }
 
 /// Responses of the `/deltafed/rpc/1` protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Response {
     Sync(SyncResponse),
+    /// The delivery was verified and kept.
+    Ack,
+    /// A signed ticket and the chunk table it names (BLAKE3 of each chunk, in order).
+    Ticket {
+        #[serde(with = "serde_bytes")]
+        ticket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        chunk_hashes: Vec<u8>,
+    },
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A signed query answer and the records it hashes (a JSON array of objects).
+    Answer {
+        #[serde(with = "serde_bytes")]
+        answer: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        records: Vec<u8>,
+    },
+    Witnesses(Vec<serde_bytes::ByteBuf>),
     /// The request was understood and refused, with the reason.
     Refused(String),
 }
@@ -112,16 +157,9 @@ mod tests {
     fn round_trips() {
         let g = Gossip::Manifest(vec![1, 2, 3]);
         assert_eq!(Gossip::decode(&g.encode().expect("enc")).expect("dec"), g);
-        let r = Response::Sync(SyncResponse {
-            roster: Some(vec![9]),
-            items: vec![g],
-            next: Some("a/b".into()),
-        });
+        let r = Response::Sync(SyncResponse { roster: Some(vec![9]), items: vec![g], next: Some("a/b".into()) });
         assert_eq!(Response::decode(&r.encode().expect("enc")).expect("dec"), r);
-        let q = Request::Sync(SyncRequest {
-            roster_version: 3,
-            after: None,
-        });
+        let q = Request::Sync(SyncRequest { roster_version: 3, after: None });
         assert_eq!(Request::decode(&q.encode().expect("enc")).expect("dec"), q);
         assert!(Gossip::decode(&[0xff, 0x00]).is_err());
     }

@@ -2,10 +2,8 @@
 
 use deltafed_protocol::access::{AccessRequest, Decision, Grant, Outcome, Revocation};
 use deltafed_protocol::cbor;
-use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket};
-use deltafed_protocol::manifest::{
-    Classification, Field, FieldType, Format, Manifest, Sharing, Withdrawal,
-};
+use deltafed_protocol::exchange::{FetchRequest, QueryAnswer, QueryRequest, Receipt, Ticket};
+use deltafed_protocol::manifest::{Classification, Field, FieldType, Format, Manifest, Sharing, Withdrawal};
 use deltafed_protocol::provenance::{Checkpoint, Entry, EntryKind, Evidence};
 use deltafed_protocol::roster::{Member, Roster, SignedRoster};
 use deltafed_protocol::signed::{self, Error};
@@ -27,12 +25,7 @@ fn d(s: &str) -> DatasetId {
 const T0: Timestamp = Timestamp(1_795_000_000_000);
 
 fn roster() -> Roster {
-    let members = [
-        ("shanghai", 1u8),
-        ("jiangsu", 2),
-        ("zhejiang", 3),
-        ("anhui", 4),
-    ];
+    let members = [("shanghai", 1u8), ("jiangsu", 2), ("zhejiang", 3), ("anhui", 4)];
     Roster {
         v: 1,
         federation: "yrd".parse().expect("valid"),
@@ -61,14 +54,8 @@ fn manifest() -> Manifest {
         description: "浙江省 registered businesses".into(),
         format: Format::Csv,
         schema: vec![
-            Field {
-                name: "company_id".into(),
-                ty: FieldType::String,
-            },
-            Field {
-                name: "employees".into(),
-                ty: FieldType::Integer,
-            },
+            Field { name: "company_id".into(), ty: FieldType::String },
+            Field { name: "employees".into(), ty: FieldType::Integer },
         ],
         key_field: Some("company_id".into()),
         classification: Classification::Important,
@@ -102,11 +89,7 @@ fn signed_samples() -> Vec<(&'static str, u8, Vec<u8>)> {
     let sh = key(1);
     let sign = |r: Result<Vec<u8>, cbor::Error>| r.expect("signs");
     vec![
-        (
-            "manifest",
-            3,
-            sign(Signed::sign(manifest(), &zj).map(Signed::into_bytes)),
-        ),
+        ("manifest", 3, sign(Signed::sign(manifest(), &zj).map(Signed::into_bytes))),
         (
             "withdrawal",
             3,
@@ -155,9 +138,7 @@ fn signed_samples() -> Vec<(&'static str, u8, Vec<u8>)> {
                         request: RequestId([0x22; 16]),
                         provider: m("zhejiang"),
                         requester: m("shanghai"),
-                        outcome: Outcome::Denied {
-                            reason: "no legal basis".into(),
-                        },
+                        outcome: Outcome::Denied { reason: "no legal basis".into() },
                         time: T0,
                     },
                     &zj,
@@ -165,11 +146,7 @@ fn signed_samples() -> Vec<(&'static str, u8, Vec<u8>)> {
                 .map(Signed::into_bytes),
             ),
         ),
-        (
-            "grant",
-            3,
-            sign(Signed::sign(grant(), &zj).map(Signed::into_bytes)),
-        ),
+        ("grant", 3, sign(Signed::sign(grant(), &zj).map(Signed::into_bytes))),
         (
             "revocation",
             3,
@@ -226,6 +203,8 @@ fn signed_samples() -> Vec<(&'static str, u8, Vec<u8>)> {
                         content_hash: Hash::of(b"projected"),
                         size: 9,
                         offset: 0,
+                        chunk_size: 1 << 20,
+                        chunks: Ticket::table_hash(&[Hash::of(b"projected")]),
                         time: T0,
                     },
                     &zj,
@@ -253,17 +232,54 @@ fn signed_samples() -> Vec<(&'static str, u8, Vec<u8>)> {
             ),
         ),
         (
+            "query-request",
+            1,
+            sign(
+                Signed::sign(
+                    QueryRequest {
+                        v: 1,
+                        requester: m("shanghai"),
+                        provider: m("zhejiang"),
+                        dataset: d("business-licences"),
+                        grant: Some(GrantId([0x11; 16])),
+                        key: "91330000MA27XYZ".into(),
+                        nonce: Nonce([0x55; 16]),
+                        time: T0,
+                    },
+                    &sh,
+                )
+                .map(Signed::into_bytes),
+            ),
+        ),
+        (
+            "query-answer",
+            3,
+            sign(
+                Signed::sign(
+                    QueryAnswer {
+                        v: 1,
+                        exchange: ExchangeId([0x66; 16]),
+                        request: Hash::of(b"query"),
+                        provider: m("zhejiang"),
+                        requester: m("shanghai"),
+                        dataset: d("business-licences"),
+                        version: 2,
+                        fields: Some(vec!["company_id".into()]),
+                        records: Hash::of(b"[]"),
+                        count: 0,
+                        time: T0,
+                    },
+                    &zj,
+                )
+                .map(Signed::into_bytes),
+            ),
+        ),
+        (
             "checkpoint",
             3,
             sign(
                 Signed::sign(
-                    Checkpoint {
-                        v: 1,
-                        member: m("zhejiang"),
-                        seq: 41,
-                        head: Hash::of(b"head"),
-                        time: T0,
-                    },
+                    Checkpoint { v: 1, member: m("zhejiang"), seq: 41, head: Hash::of(b"head"), time: T0 },
                     &zj,
                 )
                 .map(Signed::into_bytes),
@@ -310,10 +326,7 @@ fn committed_test_vectors_match() {
             serde_json::json!({ "signer_seed": hex::encode([seed; 32]), "encoded": hex::encode(&bytes) }),
         );
     }
-    let roster_seeds: Vec<String> = [1u8, 2, 3, 4]
-        .iter()
-        .map(|i| hex::encode([*i; 32]))
-        .collect();
+    let roster_seeds: Vec<String> = [1u8, 2, 3, 4].iter().map(|i| hex::encode([*i; 32])).collect();
     actual.insert(
         "roster".into(),
         serde_json::json!({ "signer_seeds": roster_seeds, "encoded": hex::encode(roster_sample()) }),
@@ -329,10 +342,8 @@ fn committed_test_vectors_match() {
         let text = serde_json::to_string_pretty(&actual).expect("json") + "\n";
         std::fs::write(path, text).expect("write vectors");
     }
-    let committed: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(path).expect("tests/vectors.json is committed"),
-    )
-    .expect("json");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("tests/vectors.json is committed")).expect("json");
     assert_eq!(
         actual, committed,
         "encodings changed: this breaks every other implementation and every stored signature"
@@ -354,16 +365,13 @@ fn every_vector_decodes_and_verifies() {
             "ticket" => Signed::<Ticket>::decode_from_member(&bytes, &r).map(|_| ()),
             "receipt" => Signed::<Receipt>::decode_from_member(&bytes, &r).map(|_| ()),
             "checkpoint" => Signed::<Checkpoint>::decode_from_member(&bytes, &r).map(|_| ()),
+            "query-request" => Signed::<QueryRequest>::decode_from_member(&bytes, &r).map(|_| ()),
+            "query-answer" => Signed::<QueryAnswer>::decode_from_member(&bytes, &r).map(|_| ()),
             other => panic!("no decoder for {other}"),
         };
         assert_eq!(ok, Ok(()), "{name}");
     }
-    assert_eq!(
-        SignedRoster::decode(&roster_sample())
-            .expect("decodes")
-            .validate(),
-        Ok(())
-    );
+    assert_eq!(SignedRoster::decode(&roster_sample()).expect("decodes").validate(), Ok(()));
     let e: Entry = signed::decode(&entry_sample()).expect("decodes");
     assert_eq!(e.kind, EntryKind::GrantIssued);
 }
@@ -387,19 +395,13 @@ fn wrong_key_and_wrong_author_are_rejected() {
     let forged = Signed::sign(grant(), &key(1)).expect("signs").into_bytes();
     assert_eq!(
         Signed::<Grant>::decode_from_member(&forged, &roster()),
-        Err(Error::WrongSigner {
-            kind: "grant",
-            member: m("zhejiang")
-        })
+        Err(Error::WrongSigner { kind: "grant", member: m("zhejiang") })
     );
     // Signed by a key nobody knows, claiming a member nobody knows.
     let mut g = grant();
     g.provider = m("hubei");
     let stranger = Signed::sign(g, &key(9)).expect("signs").into_bytes();
-    assert!(matches!(
-        Signed::<Grant>::decode_from_member(&stranger, &roster()),
-        Err(Error::UnknownAuthor { .. })
-    ));
+    assert!(matches!(Signed::<Grant>::decode_from_member(&stranger, &roster()), Err(Error::UnknownAuthor { .. })));
 }
 
 #[test]
@@ -424,28 +426,16 @@ fn non_canonical_truncated_and_oversized_are_rejected() {
     // Trailing byte.
     let mut longer = bytes.clone();
     longer.push(0xf6);
-    assert_eq!(
-        Signed::<Grant>::decode(&longer),
-        Err(Error::Cbor(cbor::Error::NonCanonical { kind: "grant" }))
-    );
+    assert_eq!(Signed::<Grant>::decode(&longer), Err(Error::Cbor(cbor::Error::NonCanonical { kind: "grant" })));
     // Oversized.
     let mut g = grant();
     g.purpose = "x".repeat(20 * 1024);
-    assert!(matches!(
-        Signed::sign(g, &key(3)),
-        Err(cbor::Error::Oversized { .. })
-    ));
+    assert!(matches!(Signed::sign(g, &key(3)), Err(cbor::Error::Oversized { .. })));
     let huge = vec![0u8; 64 * 1024];
-    assert!(matches!(
-        Signed::<Grant>::decode(&huge),
-        Err(Error::Cbor(cbor::Error::Oversized { .. }))
-    ));
+    assert!(matches!(Signed::<Grant>::decode(&huge), Err(Error::Cbor(cbor::Error::Oversized { .. }))));
     // Non-canonical: serde's field order instead of sorted keys.
     let raw = cbor4ii::serde::to_vec(Vec::new(), &grant()).expect("encodes");
-    assert!(matches!(
-        signed::decode::<Grant>(&raw),
-        Err(cbor::Error::NonCanonical { .. })
-    ));
+    assert!(matches!(signed::decode::<Grant>(&raw), Err(cbor::Error::NonCanonical { .. })));
 }
 
 #[test]
@@ -455,11 +445,7 @@ fn unknown_object_version_is_refused() {
     let s = Signed::sign(g, &key(3)).expect("signs");
     assert_eq!(
         Signed::<Grant>::decode(s.as_bytes()),
-        Err(Error::Cbor(cbor::Error::UnknownVersion {
-            kind: "grant",
-            found: 2,
-            supported: 1
-        }))
+        Err(Error::Cbor(cbor::Error::UnknownVersion { kind: "grant", found: 2, supported: 1 }))
     );
 }
 

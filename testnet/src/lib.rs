@@ -22,11 +22,7 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     dir.join("deltafed")
 }
 
@@ -39,10 +35,8 @@ pub fn free_base_port(n: u16) -> Result<u16> {
     const LOW: u32 = 20_000;
     const SPAN: u32 = 40_000;
     if CURSOR.load(Ordering::Relaxed) == 0 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % SPAN;
         let _ = CURSOR.compare_exchange(0, start.max(1), Ordering::Relaxed, Ordering::Relaxed);
     }
@@ -75,10 +69,7 @@ impl Federation {
     pub fn init(members: &[&str]) -> Result<Federation> {
         let bin = binary();
         if !bin.exists() {
-            bail!(
-                "{} does not exist; build it first with `cargo build -p deltafed`",
-                bin.display()
-            );
+            bail!("{} does not exist; build it first with `cargo build -p deltafed`", bin.display());
         }
         let dir = tempfile::tempdir()?;
         let base_port = free_base_port(u16::try_from(members.len())?)?;
@@ -131,20 +122,13 @@ impl Federation {
 
     /// Runs `deltafed ARGS` and returns its output, whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.bin)
-            .args(args)
-            .env_remove("DELTAFED_DATA_DIR")
-            .output()
-            .context("cannot run deltafed")
+        Command::new(&self.bin).args(args).env_remove("DELTAFED_DATA_DIR").output().context("cannot run deltafed")
     }
 
     fn run_ok(&self, args: &[&str]) -> Result<Output> {
         let out = self.run(args)?;
         if !out.status.success() {
-            bail!(
-                "deltafed {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("deltafed {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(out)
     }
@@ -163,13 +147,42 @@ impl Federation {
         all.push("--json");
         let out = self.cli(member, &all)?;
         if !out.status.success() {
-            bail!(
-                "{member}: deltafed {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("{member}: deltafed {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("{member}: deltafed {args:?} printed no JSON"))
+        serde_json::from_slice(&out.stdout).with_context(|| format!("{member}: deltafed {args:?} printed no JSON"))
+    }
+
+    /// Appends a line to a member's `deltafed.toml` (before it starts), e.g. `serve_rate_limit = 1000`.
+    /// A setting given again replaces the one `init` wrote.
+    pub fn configure(&self, member: &str, line: &str) -> Result<()> {
+        let path = self.data_dir(member).join("deltafed.toml");
+        let key = line.split('=').next().unwrap_or_default().trim().to_string();
+        let text = std::fs::read_to_string(&path)?;
+        let mut kept: Vec<&str> =
+            text.lines().filter(|l| l.split('=').next().unwrap_or_default().trim() != key).collect();
+        // Top-level keys must come before any [table]; init writes none, so appending is safe.
+        kept.push(line);
+        std::fs::write(&path, kept.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    /// Starts `deltafed ARGS --data-dir DIR(member)` without waiting for it (a long fetch).
+    pub fn spawn_cli(&self, member: &str, args: &[&str]) -> Result<Child> {
+        let mut all = args.to_vec();
+        let dir = self.data_dir(member);
+        all.extend(["--data-dir", path_str(&dir)?]);
+        Command::new(&self.bin)
+            .args(&all)
+            .env_remove("DELTAFED_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run deltafed")
+    }
+
+    /// The process id of a running member (to pause it with SIGSTOP, say).
+    pub fn pid(&self, member: &str) -> Option<u32> {
+        self.nodes.get(member).map(Child::id)
     }
 
     /// Starts `deltafed run` for `member` and waits until its admin socket answers.
@@ -177,35 +190,22 @@ impl Federation {
         if self.nodes.contains_key(member) {
             bail!("{member} is already running");
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_file(member))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(member))?;
         let child = Command::new(&self.bin)
             .args(["run", "--data-dir", path_str(&self.data_dir(member))?])
-            .env(
-                "DELTAFED_LOG",
-                "info,deltafed_node=debug,libp2p_gossipsub=warn,libp2p_swarm=warn",
-            )
+            .env("DELTAFED_LOG", "info,deltafed_node=debug,libp2p_gossipsub=warn,libp2p_swarm=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("cannot start deltafed run")?;
         self.nodes.insert(member.to_string(), child);
-        self.wait_for(
-            &format!("{member} to answer on its admin socket"),
-            Duration::from_secs(20),
-            |f| {
-                if let Some(status) = f.exited(member)? {
-                    bail!(
-                        "{member} exited during start-up with {status}: {}",
-                        f.log_tail(member, 15)
-                    );
-                }
-                Ok(f.cli(member, &["status", "--json"])?.status.success())
-            },
-        )
+        self.wait_for(&format!("{member} to answer on its admin socket"), Duration::from_secs(20), |f| {
+            if let Some(status) = f.exited(member)? {
+                bail!("{member} exited during start-up with {status}: {}", f.log_tail(member, 15));
+            }
+            Ok(f.cli(member, &["status", "--json"])?.status.success())
+        })
     }
 
     /// Starts every member except `skip` (a member played by a test peer).
@@ -235,13 +235,8 @@ impl Federation {
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after 15 s).
     pub fn stop(&mut self, member: &str) -> Result<std::process::ExitStatus> {
-        let mut child = self
-            .nodes
-            .remove(member)
-            .with_context(|| format!("{member} is not running"))?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let mut child = self.nodes.remove(member).with_context(|| format!("{member} is not running"))?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(st) = child.try_wait()? {
@@ -257,10 +252,7 @@ impl Federation {
 
     /// SIGKILL: a crash, no clean shutdown.
     pub fn kill(&mut self, member: &str) -> Result<()> {
-        let mut child = self
-            .nodes
-            .remove(member)
-            .with_context(|| format!("{member} is not running"))?;
+        let mut child = self.nodes.remove(member).with_context(|| format!("{member} is not running"))?;
         child.kill()?;
         child.wait()?;
         Ok(())
@@ -283,9 +275,7 @@ impl Federation {
             }
             if Instant::now() > deadline {
                 self.failed = true;
-                let why = last_err
-                    .map(|e| format!(" (last error: {e:#})"))
-                    .unwrap_or_default();
+                let why = last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
                 bail!("timed out after {timeout:?} waiting for {what}{why}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -297,30 +287,22 @@ impl Federation {
         let s = self.json(member, &["status"])?;
         Ok(s["connected"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default())
     }
 
     /// Waits until each listed member is connected to all the others in the list.
     pub fn wait_mesh(&mut self, members: &[&str], timeout: Duration) -> Result<()> {
         let want: Vec<String> = members.iter().map(ToString::to_string).collect();
-        self.wait_for(
-            &format!("{members:?} to be fully connected"),
-            timeout,
-            |f| {
-                for m in &want {
-                    let c = f.connected(m)?;
-                    if !want.iter().filter(|o| *o != m).all(|o| c.contains(o)) {
-                        return Ok(false);
-                    }
+        self.wait_for(&format!("{members:?} to be fully connected"), timeout, |f| {
+            for m in &want {
+                let c = f.connected(m)?;
+                if !want.iter().filter(|o| *o != m).all(|o| c.contains(o)) {
+                    return Ok(false);
                 }
-                Ok(true)
-            },
-        )
+            }
+            Ok(true)
+        })
     }
 
     /// `catalog --json` of a member, as `publisher/dataset@version` strings.
@@ -363,16 +345,12 @@ impl Drop for Federation {
         }
         if self.failed || std::thread::panicking() {
             for m in &self.members {
-                eprintln!(
-                    "---- log of {m} (last 40 lines) ----\n{}",
-                    self.log_tail(m, 40)
-                );
+                eprintln!("---- log of {m} (last 40 lines) ----\n{}", self.log_tail(m, 40));
             }
         }
     }
 }
 
 pub fn path_str(p: &Path) -> Result<&str> {
-    p.to_str()
-        .with_context(|| format!("{} is not UTF-8", p.display()))
+    p.to_str().with_context(|| format!("{} is not UTF-8", p.display()))
 }

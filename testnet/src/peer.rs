@@ -53,21 +53,14 @@ impl TestPeer {
         let t = topic.clone();
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                tls::Config::new,
-                yamux::Config::default,
-            )?
+            .with_tcp(tcp::Config::default(), tls::Config::new, yamux::Config::default)?
             .with_behaviour(move |key| {
                 // Large enough to send oversized messages on purpose.
                 let cfg = gossipsub::ConfigBuilder::default()
                     .max_transmit_size(2 * 1024 * 1024)
                     .validation_mode(gossipsub::ValidationMode::Permissive)
                     .build()?;
-                let mut gossip = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    cfg,
-                )?;
+                let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)?;
                 gossip.subscribe(&t)?;
                 let rpc = request_response::Behaviour::with_codec(
                     Codec,
@@ -105,18 +98,11 @@ impl TestPeer {
                 }
             }
         });
-        Ok(TestPeer {
-            cmds,
-            seen,
-            peer_id,
-        })
+        Ok(TestPeer { cmds, seen, peer_id })
     }
 
     async fn send(&self, c: Cmd) -> Result<()> {
-        self.cmds
-            .send(c)
-            .await
-            .map_err(|_| anyhow::anyhow!("test peer stopped"))
+        self.cmds.send(c).await.map_err(|_| anyhow::anyhow!("test peer stopped"))
     }
 
     pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
@@ -136,22 +122,14 @@ impl TestPeer {
     }
 
     /// Waits until something matching `pred` has been seen.
-    pub async fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Seen) -> bool,
-    ) -> Result<Seen> {
+    pub async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Seen) -> bool) -> Result<Seen> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(s) = self.seen().into_iter().find(|s| pred(s)) {
                 return Ok(s);
             }
             if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "test peer: timed out after {timeout:?} waiting for {what}; saw {:?}",
-                    self.seen()
-                );
+                bail!("test peer: timed out after {timeout:?} waiting for {what}; saw {:?}", self.seen());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -42,20 +42,12 @@ fn publish(fed: &Federation, member: &str, file: &str, dataset: &str) -> Result<
     )
 }
 
-fn wait_in_catalogs(
-    fed: &mut Federation,
-    members: &[&str],
-    entry: &str,
-    present: bool,
-) -> Result<Duration> {
+fn wait_in_catalogs(fed: &mut Federation, members: &[&str], entry: &str, present: bool) -> Result<Duration> {
     let start = Instant::now();
     let list: Vec<String> = members.iter().map(ToString::to_string).collect();
     let entry = entry.to_string();
     fed.wait_for(
-        &format!(
-            "{entry} {} the catalogs of {members:?}",
-            if present { "in" } else { "gone from" }
-        ),
+        &format!("{entry} {} the catalogs of {members:?}", if present { "in" } else { "gone from" }),
         SPREAD,
         |f| {
             for m in &list {
@@ -80,19 +72,9 @@ fn four_nodes_connect_and_a_manifest_reaches_every_catalog() -> Result<()> {
     assert_eq!(status["roster_version"], 1);
     let port = fed.base_port() + 2;
     let listen: Vec<String> = serde_json::from_value(status["listen"].clone())?;
-    assert!(
-        listen.contains(&format!("/ip4/127.0.0.1/tcp/{port}")),
-        "{listen:?}"
-    );
-    assert!(
-        listen.contains(&format!("/ip4/127.0.0.1/udp/{port}/quic-v1")),
-        "{listen:?}"
-    );
-    assert!(
-        status["peer_id"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("12D3KooW"))
-    );
+    assert!(listen.contains(&format!("/ip4/127.0.0.1/tcp/{port}")), "{listen:?}");
+    assert!(listen.contains(&format!("/ip4/127.0.0.1/udp/{port}/quic-v1")), "{listen:?}");
+    assert!(status["peer_id"].as_str().is_some_and(|p| p.starts_with("12D3KooW")));
 
     let file = write_csv(&fed, "licences.csv", 100)?;
     let p = publish(&fed, "zhejiang", &file, "licences")?;
@@ -103,20 +85,8 @@ fn four_nodes_connect_and_a_manifest_reaches_every_catalog() -> Result<()> {
     eprintln!("manifest in all 4 catalogs after {took:?} (includes CLI polling)");
 
     let item = &fed.json("anhui", &["catalog"])?[0];
-    for field in [
-        "publisher",
-        "dataset",
-        "version",
-        "title",
-        "classification",
-        "sharing",
-        "size",
-        "content_hash",
-    ] {
-        assert!(
-            !item[field].is_null(),
-            "catalog --json lacks {field}: {item}"
-        );
+    for field in ["publisher", "dataset", "version", "title", "classification", "sharing", "size", "content_hash"] {
+        assert!(!item[field].is_null(), "catalog --json lacks {field}: {item}");
     }
     assert_eq!(item["sharing"], "conditional");
     assert_eq!(item["classification"], "general");
@@ -128,16 +98,8 @@ fn four_nodes_connect_and_a_manifest_reaches_every_catalog() -> Result<()> {
     assert_eq!(peers.as_array().map(Vec::len), Some(3));
 
     // Filters.
-    assert_eq!(
-        fed.json("jiangsu", &["catalog", "--publisher", "anhui"])?,
-        serde_json::json!([])
-    );
-    assert_eq!(
-        fed.json("jiangsu", &["catalog", "--query", "LICENCES"])?
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(fed.json("jiangsu", &["catalog", "--publisher", "anhui"])?, serde_json::json!([]));
+    assert_eq!(fed.json("jiangsu", &["catalog", "--query", "LICENCES"])?.as_array().map(Vec::len), Some(1));
     for m in FOUR {
         assert!(fed.stop(m)?.success(), "{m} stops cleanly on SIGTERM");
     }
@@ -153,12 +115,7 @@ fn late_joiner_and_restarted_nodes_catch_up_and_catalogs_survive_restarts() -> R
     fed.wait_mesh(&["shanghai", "jiangsu", "zhejiang"], CONNECT)?;
     let file = write_csv(&fed, "a.csv", 10)?;
     publish(&fed, "zhejiang", &file, "licences")?;
-    wait_in_catalogs(
-        &mut fed,
-        &["shanghai", "jiangsu"],
-        "zhejiang/licences@1",
-        true,
-    )?;
+    wait_in_catalogs(&mut fed, &["shanghai", "jiangsu"], "zhejiang/licences@1", true)?;
 
     // A late joiner learns what was published before it existed on the network.
     fed.start("anhui")?;
@@ -170,21 +127,13 @@ fn late_joiner_and_restarted_nodes_catch_up_and_catalogs_survive_restarts() -> R
     publish(&fed, "zhejiang", &file2, "licences")?;
     publish(&fed, "shanghai", &file2, "permits")?;
     publish(&fed, "anhui", &file, "old")?;
-    wait_in_catalogs(
-        &mut fed,
-        &["shanghai", "zhejiang", "anhui"],
-        "anhui/old@1",
-        true,
-    )?;
+    wait_in_catalogs(&mut fed, &["shanghai", "zhejiang", "anhui"], "anhui/old@1", true)?;
     fed.json("anhui", &["withdraw", "old"])?;
     wait_in_catalogs(&mut fed, &["shanghai", "zhejiang"], "anhui/old@1", false)?;
     fed.start("jiangsu")?;
     wait_in_catalogs(&mut fed, &["jiangsu"], "zhejiang/licences@2", true)?;
     wait_in_catalogs(&mut fed, &["jiangsu"], "shanghai/permits@1", true)?;
-    assert!(
-        !fed.catalog("jiangsu")?.contains(&"anhui/old@1".to_string()),
-        "the withdrawal reached the restarted node"
-    );
+    assert!(!fed.catalog("jiangsu")?.contains(&"anhui/old@1".to_string()), "the withdrawal reached the restarted node");
     let err = fed.cli("anhui", &["catalog", "show", "anhui/old"])?;
     assert!(String::from_utf8_lossy(&err.stderr).contains("withdrawn"));
 
@@ -217,49 +166,29 @@ fn non_member_is_refused_and_learns_nothing() -> Result<()> {
     let stranger = TestPeer::spawn(&SecretKey::from_seed([77; 32]), "yrd-testnet")?;
     let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 2)?;
     rt.block_on(stranger.dial(addr))?;
+    rt.block_on(stranger.wait_for("the connection to end", Duration::from_secs(10), |s| {
+        matches!(s, Seen::Closed(p) if *p == zj) || matches!(s, Seen::DialFailed(_))
+    }))?;
     rt.block_on(
-        stranger.wait_for("the connection to end", Duration::from_secs(10), |s| {
-            matches!(s, Seen::Closed(p) if *p == zj) || matches!(s, Seen::DialFailed(_))
-        }),
+        stranger.request(zj, wire::Request::Sync(wire::SyncRequest { roster_version: 0, after: None }).encode()?),
     )?;
     rt.block_on(
-        stranger.request(
-            zj,
-            wire::Request::Sync(wire::SyncRequest {
-                roster_version: 0,
-                after: None,
-            })
-            .encode()?,
-        ),
-    )?;
-    rt.block_on(
-        stranger.wait_for("the sync request to fail", Duration::from_secs(10), |s| {
-            matches!(s, Seen::RequestFailed(_))
-        }),
+        stranger.wait_for("the sync request to fail", Duration::from_secs(10), |s| matches!(s, Seen::RequestFailed(_))),
     )?;
     // Meanwhile the federation keeps talking.
     publish(&fed, "zhejiang", &file, "second")?;
     wait_in_catalogs(&mut fed, &FOUR, "zhejiang/second@1", true)?;
     let seen = stranger.seen();
     assert!(
-        !seen.iter().any(|s| matches!(
-            s,
-            Seen::Subscribed(_) | Seen::Message(_) | Seen::Response(_)
-        )),
+        !seen.iter().any(|s| matches!(s, Seen::Subscribed(_) | Seen::Message(_) | Seen::Response(_))),
         "a non-member learned something: {seen:?}"
     );
     for m in FOUR {
         let c = fed.connected(m)?;
-        assert!(
-            c.iter().all(|id| FOUR.contains(&id.as_str())),
-            "{m} lists a non-member: {c:?}"
-        );
+        assert!(c.iter().all(|id| FOUR.contains(&id.as_str())), "{m} lists a non-member: {c:?}");
         assert_eq!(fed.json(m, &["peers"])?.as_array().map(Vec::len), Some(3));
     }
-    assert!(
-        fed.log("zhejiang").contains("incoming connection refused"),
-        "zhejiang logged the refusal"
-    );
+    assert!(fed.log("zhejiang").contains("incoming connection refused"), "zhejiang logged the refusal");
     Ok(())
 }
 
@@ -295,11 +224,7 @@ fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -
     let rogue = TestPeer::spawn(&rogue_key, "yrd-testnet")?;
     let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 2)?;
     rt.block_on(rogue.dial(addr))?;
-    rt.block_on(rogue.wait_for(
-        "zhejiang to subscribe",
-        CONNECT,
-        |s| matches!(s, Seen::Subscribed(p) if *p == zj),
-    ))?;
+    rt.block_on(rogue.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
 
     // Control: a valid manifest by rogue itself travels the path the bad ones will take.
     let honest = Signed::sign(manifest("rogue", "control", "control")?, &rogue_key)?;
@@ -310,43 +235,25 @@ fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -
     let forged = Signed::sign(manifest("zhejiang", "forged", "forged")?, &rogue_key)?;
     rt.block_on(rogue.publish(Gossip::Manifest(forged.into_bytes()).encode()?))?;
     // 2. Tampered after signing.
-    let mut tampered =
-        Signed::sign(manifest("rogue", "tampered", "honest title")?, &rogue_key)?.into_bytes();
-    let at = tampered
-        .windows(6)
-        .position(|w| w == b"honest")
-        .expect("title in bytes");
+    let mut tampered = Signed::sign(manifest("rogue", "tampered", "honest title")?, &rogue_key)?.into_bytes();
+    let at = tampered.windows(6).position(|w| w == b"honest").expect("title in bytes");
     tampered[at] = b'H';
     rt.block_on(rogue.publish(Gossip::Manifest(tampered).encode()?))?;
     // 3. Not CBOR at all.
     rt.block_on(rogue.publish(b"\xff\x00garbage".to_vec()))?;
     // 4. A malformed RPC request gets a refusal, not a crash.
     rt.block_on(rogue.request(zj, b"\x00\x01not a request".to_vec()))?;
-    let resp = rt.block_on(
-        rogue.wait_for("an RPC answer", Duration::from_secs(10), |s| {
-            matches!(s, Seen::Response(_))
-        }),
-    )?;
-    let Seen::Response(bytes) = resp else {
-        unreachable!()
-    };
-    assert!(matches!(
-        wire::Response::decode(&bytes)?,
-        wire::Response::Refused(_)
-    ));
+    let resp =
+        rt.block_on(rogue.wait_for("an RPC answer", Duration::from_secs(10), |s| matches!(s, Seen::Response(_))))?;
+    let Seen::Response(bytes) = resp else { unreachable!() };
+    assert!(matches!(wire::Response::decode(&bytes)?, wire::Response::Refused(_)));
     // Rejections, not mere drops: they count against the sender.
-    fed.wait_for(
-        "zhejiang to score rogue below zero",
-        Duration::from_secs(10),
-        |f| {
-            let peers = f.json("zhejiang", &["peers"])?;
-            let score = peers
-                .as_array()
-                .and_then(|a| a.iter().find(|p| p["member"] == "rogue"))
-                .and_then(|p| p["score"].as_f64());
-            Ok(score.is_some_and(|s| s < 0.0))
-        },
-    )?;
+    fed.wait_for("zhejiang to score rogue below zero", Duration::from_secs(10), |f| {
+        let peers = f.json("zhejiang", &["peers"])?;
+        let score =
+            peers.as_array().and_then(|a| a.iter().find(|p| p["member"] == "rogue")).and_then(|p| p["score"].as_f64());
+        Ok(score.is_some_and(|s| s < 0.0))
+    })?;
     // 5. Far over the size limit (the receiver drops it at the frame).
     rt.block_on(rogue.publish(vec![0xa1; 600 * 1024]))?;
     // A barrier: a later honest manifest reaches everyone, so the bad ones had their chance.
@@ -356,16 +263,12 @@ fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -
     for m in FOUR {
         let cat = fed.catalog(m)?;
         assert!(
-            !cat.iter()
-                .any(|e| e.contains("forged") || e.contains("tampered")),
+            !cat.iter().any(|e| e.contains("forged") || e.contains("tampered")),
             "{m} accepted a bad manifest: {cat:?}"
         );
         assert_eq!(cat.len(), 2, "{m}: {cat:?}");
     }
-    assert!(
-        fed.exited("zhejiang")?.is_none(),
-        "zhejiang is still running"
-    );
+    assert!(fed.exited("zhejiang")?.is_none(), "zhejiang is still running");
     Ok(())
 }
 
@@ -392,10 +295,7 @@ fn roster_update_adds_and_removes_members_without_restart() -> Result<()> {
     assert!(nj.status.success());
     let nj: serde_json::Value = serde_json::from_slice(&nj.stdout)?;
     // Version 2: anhui leaves, nanjing joins; three members of version 1 sign.
-    let v1 = fed.json(
-        "shanghai",
-        &["roster", "show", path_str(&fed.roster_file())?],
-    )?;
+    let v1 = fed.json("shanghai", &["roster", "show", path_str(&fed.roster_file())?])?;
     let mut specs = Vec::new();
     for m in v1["members"].as_array().into_iter().flatten() {
         if m["id"] != "anhui" {
@@ -407,10 +307,7 @@ fn roster_update_adds_and_removes_members_without_restart() -> Result<()> {
             ));
         }
     }
-    specs.push(format!(
-        "nanjing={}@/ip4/127.0.0.1/tcp/{port}",
-        nj["public_key"].as_str().unwrap_or("")
-    ));
+    specs.push(format!("nanjing={}@/ip4/127.0.0.1/tcp/{port}", nj["public_key"].as_str().unwrap_or("")));
     let v2 = fed.root().join("roster-v2.cbor");
     let mut args = vec![
         "roster",
@@ -445,45 +342,26 @@ fn roster_update_adds_and_removes_members_without_restart() -> Result<()> {
         Ok(true)
     })?;
     fed.wait_for("anhui to be cut off", SPREAD, |f| {
-        Ok(["shanghai", "jiangsu", "zhejiang"].iter().all(|m| {
-            f.connected(m)
-                .is_ok_and(|c| !c.contains(&"anhui".to_string()))
-        }))
+        Ok(["shanghai", "jiangsu", "zhejiang"]
+            .iter()
+            .all(|m| f.connected(m).is_ok_and(|c| !c.contains(&"anhui".to_string()))))
     })?;
     // nanjing installs version 2 and joins without anyone restarting.
-    let out = fed.run(&[
-        "roster",
-        "install",
-        path_str(&v2)?,
-        "--data-dir",
-        path_str(&nj_dir)?,
-    ])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = fed.run(&["roster", "install", path_str(&v2)?, "--data-dir", path_str(&nj_dir)?])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut child = std::process::Command::new(deltafed_testnet::binary())
         .args(["run", "--data-dir", path_str(&nj_dir)?])
         .stderr(std::fs::File::create(fed.root().join("nanjing.log"))?)
         .spawn()?;
-    let joined = fed.wait_for(
-        "nanjing to be connected to the remaining members",
-        CONNECT,
-        |f| {
-            Ok(["shanghai", "jiangsu", "zhejiang"].iter().all(|m| {
-                f.connected(m)
-                    .is_ok_and(|c| c.contains(&"nanjing".to_string()))
-            }))
-        },
-    );
+    let joined = fed.wait_for("nanjing to be connected to the remaining members", CONNECT, |f| {
+        Ok(["shanghai", "jiangsu", "zhejiang"]
+            .iter()
+            .all(|m| f.connected(m).is_ok_and(|c| c.contains(&"nanjing".to_string()))))
+    });
     let _ = child.kill();
     let _ = child.wait();
     joined?;
-    assert!(
-        fed.connected("anhui")?.is_empty(),
-        "anhui is disconnected from everyone"
-    );
+    assert!(fed.connected("anhui")?.is_empty(), "anhui is disconnected from everyone");
     Ok(())
 }
 
@@ -500,9 +378,7 @@ fn start_up_refusals_say_what_to_do() -> Result<()> {
     let out = fed.cli("shanghai", &["status"])?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success()
-            && err.contains("no node is running")
-            && err.contains("deltafed run --data-dir"),
+        !out.status.success() && err.contains("no node is running") && err.contains("deltafed run --data-dir"),
         "{err}"
     );
     // A key readable by others.
@@ -550,16 +426,7 @@ fn members_connect_over_quic_alone_and_over_tcp_alone() -> Result<()> {
             specs.push(format!("{m}={pk}@{addr}"));
         }
         let roster = fed.root().join("only.cbor");
-        let mut args = vec![
-            "roster",
-            "new",
-            "--federation",
-            "solo",
-            "--threshold",
-            "2",
-            "--out",
-            path_str(&roster)?,
-        ];
+        let mut args = vec!["roster", "new", "--federation", "solo", "--threshold", "2", "--out", path_str(&roster)?];
         for s in &specs {
             args.extend(["--member", s.as_str()]);
         }
@@ -575,13 +442,11 @@ fn members_connect_over_quic_alone_and_over_tcp_alone() -> Result<()> {
         }
         fed.wait_mesh(&["shanghai", "anhui"], CONNECT)?;
         let peers = fed.json("anhui", &["peers"])?;
-        assert!(peers[0]["addrs"][0].as_str().is_some_and(|a| a.contains(
-            if transport == "quic" {
-                "quic-v1"
-            } else {
-                "/tcp/"
-            }
-        )));
+        assert!(peers[0]["addrs"][0].as_str().is_some_and(|a| a.contains(if transport == "quic" {
+            "quic-v1"
+        } else {
+            "/tcp/"
+        })));
     }
     Ok(())
 }

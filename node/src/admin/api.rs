@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use deltafed_protocol::manifest::{Classification, Format, Manifest, Sharing};
-use deltafed_protocol::{DatasetId, DatasetRef, MemberId, Signed};
+use deltafed_protocol::{DatasetId, DatasetRef, GrantId, MemberId, RequestId, Signed};
 use serde::{Deserialize, Serialize};
 
 /// Largest request line accepted.
@@ -30,6 +30,66 @@ pub enum Request {
     RosterInstall {
         roster: String,
     },
+    /// Ask a provider for access (`deltafed request`).
+    AccessRequest {
+        dataset: DatasetRef,
+        purpose: String,
+        fields: Option<Vec<String>>,
+    },
+    Requests,
+    Approve {
+        request_id: RequestId,
+        expires: Option<String>,
+        max_fetches: Option<u64>,
+    },
+    Deny {
+        request_id: RequestId,
+        reason: String,
+    },
+    Grant(GrantRequest),
+    Grants,
+    Revoke {
+        grant_id: GrantId,
+        reason: String,
+    },
+    /// Fetch a dataset into `out` (an absolute path the node can write); the node sends
+    /// progress lines before the result.
+    Fetch {
+        dataset: DatasetRef,
+        out: PathBuf,
+    },
+    Query {
+        dataset: DatasetRef,
+        key: String,
+    },
+    Provenance {
+        dataset: Option<DatasetRef>,
+        peer: Option<MemberId>,
+        since: Option<String>,
+        limit: Option<usize>,
+    },
+    ProvenanceVerify,
+    ProvenanceExport {
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRequest {
+    pub dataset: DatasetId,
+    pub to: MemberId,
+    pub purpose: String,
+    pub fields: Option<Vec<String>>,
+    /// RFC 3339 time or a duration (`30d`); default from the config.
+    pub expires: Option<String>,
+    pub max_fetches: Option<u64>,
+}
+
+/// Sent before the final reply of long operations.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +109,9 @@ pub struct PublishRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
     pub ok: bool,
+    /// Present on progress lines, which precede the final reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,14 +216,7 @@ impl ManifestView {
         ManifestView {
             item: CatalogItem::from(b),
             description: b.description.clone(),
-            schema: b
-                .schema
-                .iter()
-                .map(|f| FieldView {
-                    name: f.name.clone(),
-                    ty: f.ty.to_string(),
-                })
-                .collect(),
+            schema: b.schema.iter().map(|f| FieldView { name: f.name.clone(), ty: f.ty.to_string() }).collect(),
             key_field: b.key_field.clone(),
             signer: m.signer().to_string(),
             signature: m.signature().to_string(),
@@ -174,4 +230,109 @@ pub struct RosterInstalled {
     pub federation: String,
     pub version: u64,
     pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestSent {
+    pub request_id: String,
+    pub provider: String,
+    pub dataset: String,
+    /// False when the provider was unreachable; it is delivered when the provider connects.
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestView {
+    pub request_id: String,
+    /// `incoming` (we are the provider) or `outgoing` (we asked).
+    pub direction: String,
+    pub requester: String,
+    pub provider: String,
+    pub dataset: String,
+    pub purpose: String,
+    pub fields: Option<Vec<String>>,
+    pub time: String,
+    /// When the provider's answer is due.
+    pub deadline: String,
+    /// `pending`, `approved` or `denied`.
+    pub state: String,
+    /// Pending past the deadline.
+    pub overdue: bool,
+    pub grant_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decided {
+    pub request_id: String,
+    pub state: String,
+    pub grant_id: Option<String>,
+    pub reason: Option<String>,
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantIssued {
+    pub grant_id: String,
+    pub grantee: String,
+    pub dataset: String,
+    pub expires_at: String,
+    /// True when the grantee acknowledged it; otherwise it is delivered when the grantee connects.
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantView {
+    pub grant_id: String,
+    pub provider: String,
+    pub grantee: String,
+    pub dataset: String,
+    pub purpose: String,
+    pub fields: Option<Vec<String>>,
+    pub not_before: String,
+    pub expires_at: String,
+    pub max_fetches: Option<u64>,
+    pub fetches: u64,
+    pub revoked: bool,
+    pub revoked_reason: Option<String>,
+    /// `issued` (we are the provider) or `received`.
+    pub role: String,
+    pub expired: bool,
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revoked {
+    pub grant_id: String,
+    pub grantee: String,
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetched {
+    pub publisher: String,
+    pub dataset: String,
+    pub version: u64,
+    pub exchange_id: String,
+    pub content_hash: String,
+    pub bytes: u64,
+    pub out: String,
+    pub fields: Option<Vec<String>>,
+    /// Bytes that an earlier, interrupted attempt had already verified.
+    pub resumed_from: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryResult {
+    pub dataset: String,
+    pub key: String,
+    pub exchange_id: String,
+    pub fields: Option<Vec<String>>,
+    pub records: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exported {
+    pub out: String,
+    pub entries: u64,
 }

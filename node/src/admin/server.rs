@@ -22,12 +22,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(
-    listener: UnixListener,
-    node: Node,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: UnixListener, node: Node, tasks: TaskTracker, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -64,38 +59,46 @@ async fn connection(stream: UnixStream, node: Node, shutdown: CancellationToken)
             }
         }
         if !line.ends_with('\n') && line.len() >= MAX_REQUEST_LINE {
-            let reply = format!(
-                "{{\"ok\":false,\"error\":\"admin request longer than {MAX_REQUEST_LINE} bytes\"}}\n"
-            );
+            let reply = format!("{{\"ok\":false,\"error\":\"admin request longer than {MAX_REQUEST_LINE} bytes\"}}\n");
             let _ = write.write_all(reply.as_bytes()).await;
             return;
         }
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => match node.admin(req).await {
-                Ok(result) => Reply {
-                    ok: true,
-                    result: Some(result),
-                    error: None,
-                },
-                Err(e) => Reply {
-                    ok: false,
-                    result: None,
-                    error: Some(e),
-                },
-            },
-            Err(e) => Reply {
-                ok: false,
-                result: None,
-                error: Some(format!("malformed admin request: {e}")),
-            },
+            Ok(req) => {
+                // Long operations report progress on lines of their own before the reply.
+                let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+                let op = node.admin(req, Some(tx));
+                tokio::pin!(op);
+                loop {
+                    tokio::select! {
+                        res = &mut op => break match res {
+                            Ok(result) => Reply { ok: true, progress: None, result: Some(result), error: None },
+                            Err(e) => Reply { ok: false, progress: None, result: None, error: Some(e) },
+                        },
+                        Some(p) = rx.recv() => {
+                            let line = Reply { ok: true, progress: Some(p), result: None, error: None };
+                            if write_line(&mut write, &line).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                Reply { ok: false, progress: None, result: None, error: Some(format!("malformed admin request: {e}")) }
+            }
         };
-        let mut out = match serde_json::to_string(&reply) {
-            Ok(s) => s,
-            Err(e) => format!("{{\"ok\":false,\"error\":\"cannot encode reply: {e}\"}}"),
-        };
-        out.push('\n');
-        if write.write_all(out.as_bytes()).await.is_err() {
+        if write_line(&mut write, &reply).await.is_err() {
             return;
         }
     }
+}
+
+async fn write_line(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    let mut out = match serde_json::to_string(reply) {
+        Ok(s) => s,
+        Err(e) => format!("{{\"ok\":false,\"error\":\"cannot encode reply: {e}\"}}"),
+    };
+    out.push('\n');
+    write.write_all(out.as_bytes()).await
 }

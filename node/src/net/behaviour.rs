@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identity::Keypair, ping, request_response,
-};
+use libp2p::{allow_block_list, connection_limits, gossipsub, identity::Keypair, ping, request_response};
 
 use deltafed_protocol::wire::MAX_GOSSIP_SIZE;
 
@@ -29,11 +27,7 @@ pub struct Behaviour {
 /// Weight of one invalid message against the sender (P4 is quadratic in the count).
 const INVALID_MESSAGE_WEIGHT: f64 = -10.0;
 
-pub fn build(
-    key: &Keypair,
-    topic: &gossipsub::IdentTopic,
-    max_members: u32,
-) -> Result<Behaviour, BoxError> {
+pub fn build(key: &Keypair, topic: &gossipsub::IdentTopic, max_members: u32) -> Result<Behaviour, BoxError> {
     let gossip_cfg = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         // Nothing is forwarded until our own checks (signature, membership, version) accept it.
@@ -46,19 +40,13 @@ pub fn build(
         })
         .build()
         .map_err(|e| format!("gossipsub config: {e}"))?;
-    let mut gossip = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(key.clone()),
-        gossip_cfg,
-    )
-    .map_err(|e| format!("gossipsub: {e}"))?;
+    let mut gossip = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
+        .map_err(|e| format!("gossipsub: {e}"))?;
 
     // Scores: the catalog topic is quiet, so delivery-rate penalties (P3) would punish honest
     // members; only invalid messages (P4) count against a peer. All members may share one IP
     // (a test machine, a NAT), so colocation is not penalised either.
-    let mut params = gossipsub::PeerScoreParams {
-        ip_colocation_factor_weight: 0.0,
-        ..Default::default()
-    };
+    let mut params = gossipsub::PeerScoreParams { ip_colocation_factor_weight: 0.0, ..Default::default() };
     let topic_params = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,
@@ -71,9 +59,7 @@ pub fn build(
     };
     params.topics.insert(topic.hash(), topic_params);
     gossip.with_peer_score(params, gossipsub::PeerScoreThresholds::default())?;
-    gossip
-        .subscribe(topic)
-        .map_err(|e| format!("subscribe to {topic}: {e}"))?;
+    gossip.subscribe(topic).map_err(|e| format!("subscribe to {topic}: {e}"))?;
 
     let rpc = request_response::Behaviour::with_codec(
         Codec,

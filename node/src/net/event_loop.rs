@@ -125,18 +125,12 @@ impl EventLoop {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Publish { data, reply } => {
-                let res = match self
-                    .swarm
-                    .behaviour_mut()
-                    .gossip
-                    .publish(self.topic.clone(), data)
-                {
+                let res = match self.swarm.behaviour_mut().gossip.publish(self.topic.clone(), data) {
                     Ok(_) => Ok(()),
                     // Nobody to tell right now (or already told): members catch up by sync.
-                    Err(
-                        gossipsub::PublishError::NoPeersSubscribedToTopic
-                        | gossipsub::PublishError::Duplicate,
-                    ) => Ok(()),
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic | gossipsub::PublishError::Duplicate) => {
+                        Ok(())
+                    }
                     Err(e) => Err(Error::Publish(e.to_string())),
                 };
                 let _ = reply.send(res);
@@ -145,24 +139,11 @@ impl EventLoop {
                 let _ = reply.send(self.status());
             }
             Command::SetMembers { members } => self.set_members(members),
-            Command::Validated {
-                id,
-                source,
-                acceptance,
-            } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossip
-                    .report_message_validation_result(&id, &source, acceptance);
+            Command::Validated { id, source, acceptance } => {
+                self.swarm.behaviour_mut().gossip.report_message_validation_result(&id, &source, acceptance);
             }
             Command::Respond { channel, data } => {
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, data)
-                    .is_err()
-                {
+                if self.swarm.behaviour_mut().rpc.send_response(channel, data).is_err() {
                     tracing::debug!("response not sent: the requester went away");
                 }
             }
@@ -186,10 +167,7 @@ impl EventLoop {
             }
         }
         connected.sort_by(|a, b| a.member.cmp(&b.member));
-        NetStatus {
-            listen: self.listen.clone(),
-            connected,
-        }
+        NetStatus { listen: self.listen.clone(), connected }
     }
 
     /// Hands an event to the node without waiting: when the node is overloaded the event is
@@ -200,10 +178,11 @@ impl EventLoop {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Event::Gossip { id, source, .. })) => {
                 tracing::warn!("node busy: gossip message ignored");
-                self.swarm
-                    .behaviour_mut()
-                    .gossip
-                    .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+                self.swarm.behaviour_mut().gossip.report_message_validation_result(
+                    &id,
+                    &source,
+                    MessageAcceptance::Ignore,
+                );
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!("node busy: network event dropped")
@@ -220,12 +199,7 @@ impl EventLoop {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
             SwarmEvent::ListenerError { error, .. } => tracing::error!(%error, "listener failed"),
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                num_established,
-                endpoint,
-                ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
                 self.redial.remove(&peer_id);
                 if let Some(m) = self.members.get(&peer_id)
                     && num_established.get() == 1
@@ -234,24 +208,14 @@ impl EventLoop {
                     self.emit(Event::MemberConnected { peer: peer_id });
                 }
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established,
-                cause,
-                ..
-            } if num_established == 0 && self.members.contains_key(&peer_id) => {
-                let cause = cause
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "closed".into());
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. }
+                if num_established == 0 && self.members.contains_key(&peer_id) =>
+            {
+                let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                 tracing::info!(peer = %peer_id, %cause, "member disconnected");
-                self.redial
-                    .insert(peer_id, (Instant::now() + FIRST_REDIAL, FIRST_REDIAL * 2));
+                self.redial.insert(peer_id, (Instant::now() + FIRST_REDIAL, FIRST_REDIAL * 2));
             }
-            SwarmEvent::IncomingConnectionError {
-                send_back_addr,
-                error,
-                ..
-            } => {
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -262,11 +226,7 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
-                self.emit(Event::Gossip {
-                    id: message_id,
-                    source: propagation_source,
-                    data: message.data,
-                });
+                self.emit(Event::Gossip { id: message_id, source: propagation_source, data: message.data });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(ev)) => self.on_rpc(ev),
             _ => {}
@@ -276,35 +236,18 @@ impl EventLoop {
     fn on_rpc(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    self.emit(Event::Request {
-                        peer,
-                        data: request,
-                        channel,
-                    });
+                request_response::Message::Request { request, channel, .. } => {
+                    self.emit(Event::Request { peer, data: request, channel });
                 }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
+                request_response::Message::Response { request_id, response } => {
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
                 if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer: peer.to_string(),
-                        detail: error.to_string(),
-                    }));
+                    let _ = reply.send(Err(Error::Request { peer: peer.to_string(), detail: error.to_string() }));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {

@@ -1,0 +1,265 @@
+//! The data path of an exchange: chunk tables, chunk reads, the provider's table of exchanges in
+//! progress, and the requester's resumable partial files.
+//!
+//! A delivery is cut into fixed-size chunks. The ticket signs the BLAKE3 hash of the whole
+//! delivery and the hash of its chunk table (the BLAKE3 of every chunk), so the requester checks
+//! each chunk as it arrives and the whole at the end, and writes nothing it has not checked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deltafed_protocol::{DatasetRef, ExchangeId, GrantId, Hash, MemberId};
+use serde::{Deserialize, Serialize};
+
+/// Chunk size of deliveries: large enough that per-chunk overhead (a request, a hash lookup) is
+/// small against the copy, small enough to keep memory per exchange low and resume cheap.
+pub const CHUNK_SIZE: u32 = 1 << 20;
+/// Exchanges idle longer than this are forgotten by the provider (a resume then starts a new
+/// exchange, which is cheap).
+const IDLE: Duration = Duration::from_secs(15 * 60);
+/// Most exchanges one provider keeps open at once.
+const MAX_SERVING: usize = 512;
+
+/// BLAKE3 of each `chunk`-sized piece of `file` (first `size` bytes), and of the whole.
+pub fn chunk_table(file: &File, size: u64, chunk: u32) -> std::io::Result<(Vec<Hash>, Hash)> {
+    let mut table = Vec::with_capacity(usize::try_from(size.div_ceil(u64::from(chunk.max(1)))).unwrap_or(0));
+    let mut whole = blake3::Hasher::new();
+    let mut buf = vec![0u8; chunk as usize];
+    let mut off = 0u64;
+    while off < size {
+        let n = usize::try_from((size - off).min(u64::from(chunk))).unwrap_or(0);
+        file.read_exact_at(&mut buf[..n], off)?;
+        table.push(Hash::of(&buf[..n]));
+        whole.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok((table, whole.finalize().into()))
+}
+
+pub fn table_bytes(table: &[Hash]) -> Vec<u8> {
+    table.iter().flat_map(|h| h.0).collect()
+}
+
+pub fn parse_table(bytes: &[u8]) -> Option<Vec<Hash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    Some(bytes.chunks_exact(32).map(|c| Hash(c.try_into().unwrap_or([0; 32]))).collect())
+}
+
+/// Reads chunk `index` of a delivery of `size` bytes.
+pub fn read_chunk(file: &File, index: u64, chunk: u32, size: u64) -> std::io::Result<Vec<u8>> {
+    let off = index.saturating_mul(u64::from(chunk));
+    if off >= size {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chunk {index} is past the end")));
+    }
+    let n = usize::try_from((size - off).min(u64::from(chunk))).unwrap_or(0);
+    let mut buf = vec![0u8; n];
+    file.read_exact_at(&mut buf, off)?;
+    Ok(buf)
+}
+
+/// One exchange a provider is serving.
+pub struct Serving {
+    pub requester: MemberId,
+    pub grant: Option<GrantId>,
+    pub dataset: DatasetRef,
+    pub file: Arc<File>,
+    pub size: u64,
+    pub chunk_size: u32,
+    /// Keeps a projected delivery's temporary file alive while it is served.
+    pub _projection: Option<Arc<tempfile::NamedTempFile>>,
+    last_used: Instant,
+    /// When the next chunk may go out, for a rate-limited exchange.
+    next_slot: Instant,
+}
+
+impl Serving {
+    pub fn new(
+        requester: MemberId,
+        grant: Option<GrantId>,
+        dataset: DatasetRef,
+        file: Arc<File>,
+        size: u64,
+        projection: Option<Arc<tempfile::NamedTempFile>>,
+    ) -> Serving {
+        Serving {
+            requester,
+            grant,
+            dataset,
+            file,
+            size,
+            chunk_size: CHUNK_SIZE,
+            _projection: projection,
+            last_used: Instant::now(),
+            next_slot: Instant::now(),
+        }
+    }
+}
+
+/// The provider's exchanges in progress.
+#[derive(Default)]
+pub struct Exchanges {
+    serving: Mutex<HashMap<ExchangeId, Serving>>,
+}
+
+/// What a chunk request needs, copied out of the table so no lock is held during I/O.
+pub struct ChunkSource {
+    pub requester: MemberId,
+    pub grant: Option<GrantId>,
+    pub file: Arc<File>,
+    pub size: u64,
+    pub chunk_size: u32,
+}
+
+impl Exchanges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ExchangeId, Serving>> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, id: ExchangeId, s: Serving) {
+        let mut map = self.lock();
+        map.retain(|_, s| s.last_used.elapsed() < IDLE);
+        if map.len() >= MAX_SERVING
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(id, s);
+    }
+
+    pub fn source(&self, id: &ExchangeId) -> Option<ChunkSource> {
+        let mut map = self.lock();
+        let s = map.get_mut(id)?;
+        s.last_used = Instant::now();
+        Some(ChunkSource {
+            requester: s.requester.clone(),
+            grant: s.grant,
+            file: s.file.clone(),
+            size: s.size,
+            chunk_size: s.chunk_size,
+        })
+    }
+
+    /// Reserves the time at which `bytes` more may be sent on an exchange limited to `rate`
+    /// bytes per second: chunks requested in parallel queue up behind each other, so the whole
+    /// exchange (not each chunk) keeps to the rate.
+    pub fn pace(&self, id: &ExchangeId, bytes: u64, rate: u64) -> Option<Instant> {
+        let mut map = self.lock();
+        let s = map.get_mut(id)?;
+        let slot = s.next_slot.max(Instant::now());
+        s.next_slot = slot + Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+        Some(slot)
+    }
+
+    /// The dataset (without version) an exchange in progress serves.
+    pub fn dataset_of(&self, id: &ExchangeId) -> Option<DatasetRef> {
+        self.lock().get(id).map(|s| s.dataset.unversioned())
+    }
+
+    pub fn remove(&self, id: &ExchangeId) {
+        self.lock().remove(id);
+    }
+}
+
+/// What a requester knows about an unfinished fetch, kept beside its partial file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialState {
+    pub provider: String,
+    pub dataset: String,
+    pub version: u64,
+    pub fields: Option<Vec<String>>,
+    pub content_hash: String,
+    pub chunk_size: u32,
+    pub chunks: String,
+    /// Bytes at the start of the partial file that were verified chunk by chunk.
+    pub verified: u64,
+}
+
+/// The requester's partial download of `out`: `.NAME.deltafed-partial` and its state file, in
+/// the same directory as `out` so the final rename is atomic.
+pub struct Partial {
+    pub data: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Partial {
+    pub fn for_output(out: &Path) -> Partial {
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "fetch".into());
+        Partial {
+            data: dir.join(format!(".{name}.deltafed-partial")),
+            state: dir.join(format!(".{name}.deltafed-partial.json")),
+        }
+    }
+
+    /// The saved state, if any and readable, with the partial data truncated to what it vouches for.
+    pub fn load(&self) -> Option<PartialState> {
+        let text = std::fs::read_to_string(&self.state).ok()?;
+        let st: PartialState = serde_json::from_str(&text).ok()?;
+        let len = std::fs::metadata(&self.data).ok()?.len();
+        if len < st.verified {
+            return None;
+        }
+        Some(st)
+    }
+
+    pub fn save(&self, st: &PartialState) -> std::io::Result<()> {
+        let text = serde_json::to_vec(st).map_err(std::io::Error::other)?;
+        crate::rosterfile::write_atomic(&self.state, &text)
+    }
+
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.data);
+        let _ = std::fs::remove_file(&self.state);
+    }
+
+    /// Opens the partial data for appending after `verified` bytes (anything past it is dropped).
+    pub fn open_at(&self, verified: u64) -> std::io::Result<File> {
+        let f = std::fs::OpenOptions::new().create(true).write(true).read(true).truncate(false).open(&self.data)?;
+        f.set_len(verified)?;
+        Ok(f)
+    }
+
+    /// BLAKE3 of the whole partial file.
+    pub fn hash(&self) -> std::io::Result<Hash> {
+        let mut f = File::open(&self.data)?;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// Moves the verified data to `out` (atomic within the directory) and forgets the state.
+    pub fn finish(&self, out: &Path) -> std::io::Result<()> {
+        File::open(&self.data)?.sync_all()?;
+        std::fs::rename(&self.data, out)?;
+        if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        let _ = std::fs::remove_file(&self.state);
+        Ok(())
+    }
+}
+
+/// Appends `bytes` at the end of `f` (the partial data, positioned by `open_at`).
+pub fn append(f: &mut File, at: u64, bytes: &[u8]) -> std::io::Result<()> {
+    f.write_all_at(bytes, at)?;
+    Ok(())
+}
+
+/// Flushes the partial data so the state written next never vouches for bytes not on disk.
+pub fn sync(f: &File) -> std::io::Result<()> {
+    f.sync_data()
+}

@@ -1,0 +1,127 @@
+//! Provenance operations of a running node: periodic checkpoints sent to every member (who keep
+//! them as witnesses), listing, verification (including the copies of our checkpoints that peers
+//! hold), and export.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deltafed_protocol::provenance::Checkpoint;
+use deltafed_protocol::wire::{self, Delivery};
+use deltafed_protocol::{DatasetRef, MemberId, Signed, Timestamp};
+use libp2p::PeerId;
+use tokio_util::sync::CancellationToken;
+
+use super::{Node, now};
+use crate::provenance::{EntryView, Filter, VerifyReport};
+
+/// How often the log head is checkpointed (when it moved).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) async fn checkpoints(node: Node, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => node.checkpoint_and_send().await,
+        }
+    }
+}
+
+impl Node {
+    /// Signs the head if it moved and sends the checkpoint to every connected member.
+    pub(super) async fn checkpoint_and_send(&self) {
+        let cp = match self.0.provenance.checkpoint(now()) {
+            Ok(Some(cp)) => cp,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot checkpoint the provenance log");
+                return;
+            }
+        };
+        let Ok(st) = self.0.net.status().await else { return };
+        for c in st.connected {
+            self.send_checkpoint(c.peer, &cp).await;
+        }
+    }
+
+    /// Sends our newest checkpoint to a member that just connected.
+    pub(super) async fn send_checkpoint_to(&self, peer: PeerId) {
+        match self.0.provenance.own_checkpoints() {
+            Ok(cps) => {
+                if let Some(cp) = cps.last() {
+                    self.send_checkpoint(peer, cp).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read own checkpoints"),
+        }
+    }
+
+    async fn send_checkpoint(&self, peer: PeerId, cp: &Signed<Checkpoint>) {
+        let Ok(req) = wire::Request::Deliver(Delivery::Checkpoint(cp.as_bytes().to_vec())).encode() else { return };
+        match self.0.net.request(peer, req).await.map(|b| wire::Response::decode(&b)) {
+            Ok(Ok(wire::Response::Ack)) => {}
+            Ok(Ok(wire::Response::Refused(reason))) => tracing::warn!(%peer, %reason, "a peer refused our checkpoint"),
+            other => tracing::debug!(%peer, ?other, "checkpoint not delivered"),
+        }
+    }
+
+    pub(super) fn provenance_list(
+        &self,
+        dataset: Option<DatasetRef>,
+        peer: Option<MemberId>,
+        since: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<Vec<EntryView>, String> {
+        let since =
+            since.map(|s| Timestamp::parse_at_or_before(&s, now()).map_err(|e| format!("--since: {e}"))).transpose()?;
+        self.0.provenance.query(&Filter { dataset, peer, since, limit }).map_err(|e| e.to_string())
+    }
+
+    /// Verifies the log, including against the copies of our checkpoints that connected members hold.
+    pub(super) async fn provenance_verify(&self) -> Result<VerifyReport, String> {
+        let me = self.0.member.clone();
+        let mut witnessed = Vec::new();
+        let st = self.0.net.status().await.map_err(|e| e.to_string())?;
+        for c in st.connected {
+            let Ok(req) = wire::Request::WitnessOf { member: me.clone() }.encode() else { continue };
+            if let Ok(Ok(wire::Response::Witnesses(list))) =
+                self.0.net.request(c.peer, req).await.map(|b| wire::Response::decode(&b))
+            {
+                let roster = self.roster();
+                for b in list {
+                    if let Ok(cp) = Signed::<Checkpoint>::decode_from_member(&b, &roster.roster)
+                        && cp.body().member == me
+                    {
+                        witnessed.push(cp);
+                    }
+                }
+            }
+        }
+        let prov = self.0.provenance.clone();
+        tokio::task::spawn_blocking(move || prov.verify(&witnessed))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) async fn provenance_export(&self, out: PathBuf) -> Result<crate::admin::api::Exported, String> {
+        let prov = self.0.provenance.clone();
+        let path = out.clone();
+        let entries =
+            tokio::task::spawn_blocking(move || export_to(&prov, &path)).await.map_err(|e| e.to_string())??;
+        Ok(crate::admin::api::Exported { out: out.display().to_string(), entries })
+    }
+}
+
+/// Writes the export atomically (a reader never sees half a file).
+pub fn export_to(prov: &crate::provenance::Provenance, out: &std::path::Path) -> Result<u64, String> {
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let mut w = std::io::BufWriter::new(tmp);
+    let n = prov.export(&mut w).map_err(|e| e.to_string())?;
+    let tmp = w.into_inner().map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
+    tmp.persist(out).map_err(|e| format!("cannot write {}: {}", out.display(), e.error))?;
+    Ok(n)
+}

@@ -1,0 +1,579 @@
+//! Authorized exchanges between real nodes: requests, grants, fetches (whole, projected,
+//! resumed, revoked, corrupted), record queries, sharing attributes, replay protection, and the
+//! provenance both sides keep.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deltafed_protocol::exchange::FetchRequest;
+use deltafed_protocol::wire;
+use deltafed_protocol::{Nonce, OBJECT_VERSION, Signed, Timestamp};
+use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
+use deltafed_testnet::{Federation, path_str};
+use serde_json::Value;
+
+const CONNECT: Duration = Duration::from_secs(20);
+const SOON: Duration = Duration::from_secs(10);
+
+/// Business licences with the CSV edge cases a projection must survive.
+const LICENCES: &str = "company_id,name,legal_rep,capital,status\n\
+91330100A1,\"杭州数澜科技, 滨江分公司\",张三,5000000,active\n\
+91330100B2,\"The \"\"Quoted\"\" Co\",李四,120000,active\n\
+91330100C3,\"Line\nbreak Ltd\",王五,,revoked\n\
+91330100A1,\"杭州数澜科技 (second record)\",张三,7000000,active\n";
+
+const PERMITS: &str = "{\"permit\":\"P1\",\"holder\":\"Acme\",\"secret\":\"s1\",\"level\":3}\n\
+{\"permit\":\"P2\",\"holder\":\"Beta\",\"secret\":\"s2\",\"level\":1}\n";
+
+fn file(fed: &Federation, name: &str, content: &[u8]) -> Result<String> {
+    let p = fed.root().join(name);
+    std::fs::write(&p, content)?;
+    Ok(path_str(&p)?.to_string())
+}
+
+fn out(fed: &Federation, name: &str) -> Result<String> {
+    Ok(path_str(&fed.root().join(name))?.to_string())
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn refused(fed: &Federation, member: &str, args: &[&str]) -> Result<String> {
+    let o = fed.cli(member, args)?;
+    assert!(
+        !o.status.success(),
+        "{member}: {args:?} should have been refused; stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    Ok(String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+fn csv_rows(path: &str) -> Result<Vec<Vec<String>>> {
+    let mut r = csv::ReaderBuilder::new().has_headers(false).from_path(path)?;
+    Ok(r.records().map(|rec| rec.map(|r| r.iter().map(String::from).collect())).collect::<Result<_, _>>()?)
+}
+
+fn started(members: &[&str]) -> Result<Federation> {
+    let mut fed = Federation::init(members)?;
+    fed.start_all()?;
+    fed.wait_mesh(members, CONNECT)?;
+    Ok(fed)
+}
+
+fn wait_catalog(fed: &mut Federation, member: &str, entry: &str) -> Result<()> {
+    let e = entry.to_string();
+    fed.wait_for(&format!("{entry} in {member}'s catalog"), SOON, |f| Ok(f.catalog(member)?.contains(&e)))
+}
+
+#[test]
+fn grants_requests_projection_queries_revocation_and_provenance() -> Result<()> {
+    let mut fed = started(&["shanghai", "zhejiang", "anhui"])?;
+    let lic = file(&fed, "licences.csv", LICENCES.as_bytes())?;
+    let permits = file(&fed, "permits.jsonl", PERMITS.as_bytes())?;
+    fed.json(
+        "zhejiang",
+        &["publish", &lic, "--dataset", "licences", "--title", "Licences", "--key-field", "company_id"],
+    )?;
+    fed.json(
+        "zhejiang",
+        &["publish", &permits, "--dataset", "permits", "--title", "Permits", "--key-field", "permit"],
+    )?;
+    for m in ["shanghai", "anhui"] {
+        wait_catalog(&mut fed, m, "zhejiang/licences@1")?;
+        wait_catalog(&mut fed, m, "zhejiang/permits@1")?;
+    }
+
+    // No grant: refused, and nothing written.
+    let o1 = out(&fed, "none.csv")?;
+    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/licences", "--out", &o1])?;
+    assert!(err.contains("no valid grant") && err.contains("deltafed request"), "{err}");
+    assert!(!Path::new(&o1).exists());
+
+    // Grant, fetch: the published bytes exactly.
+    let g = fed.json(
+        "zhejiang",
+        &["grant", "licences", "--to", "shanghai", "--purpose", "licence verification", "--expires", "30d"],
+    )?;
+    assert_eq!(g["delivered"], true, "{g}");
+    let gid = g["grant_id"].as_str().context("grant_id")?.to_string();
+    let held = fed.json("shanghai", &["grants"])?;
+    assert_eq!(held[0]["grant_id"], gid.as_str());
+    assert_eq!(held[0]["provider"], "zhejiang");
+    assert_eq!(held[0]["grantee"], "shanghai");
+    assert_eq!(held[0]["purpose"], "licence verification");
+    assert_eq!(held[0]["revoked"], false);
+    assert!(held[0]["expires_at"].as_str().is_some());
+    let o2 = out(&fed, "full.csv")?;
+    let f = fed.json("shanghai", &["fetch", "zhejiang/licences", "--out", &o2])?;
+    assert_eq!(std::fs::read(&o2)?, LICENCES.as_bytes(), "byte-identical");
+    let full_exchange = f["exchange_id"].as_str().context("exchange_id")?.to_string();
+
+    // Queries by key: all fields under shanghai's grant.
+    let q = fed.json("shanghai", &["query", "zhejiang/licences", "91330100A1"])?;
+    let recs = q["records"].as_array().context("records")?;
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["name"], "杭州数澜科技, 滨江分公司");
+    assert_eq!(recs[0]["capital"], 5_000_000);
+    assert_eq!(fed.json("shanghai", &["query", "zhejiang/licences", "nope"])?["records"], serde_json::json!([]));
+
+    // A JSON Lines projection keeps only the granted keys.
+    fed.json(
+        "zhejiang",
+        &["grant", "permits", "--to", "shanghai", "--purpose", "permit check", "--fields", "permit,level"],
+    )?;
+    let o3 = out(&fed, "permits.jsonl")?;
+    fed.json("shanghai", &["fetch", "zhejiang/permits", "--out", &o3])?;
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&o3)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(
+        lines,
+        vec![serde_json::json!({"permit": "P1", "level": 3}), serde_json::json!({"permit": "P2", "level": 1})]
+    );
+
+    // Request, approve with a projection and one fetch; the requester sees the outcome.
+    let r = fed.json(
+        "anhui",
+        &["request", "zhejiang/licences", "--purpose", "credit assessment", "--fields", "status,company_id"],
+    )?;
+    let rid = r["request_id"].as_str().context("request_id")?.to_string();
+    let incoming = fed.json("zhejiang", &["requests"])?;
+    let inc =
+        incoming.as_array().and_then(|a| a.iter().find(|x| x["request_id"] == rid.as_str())).context("incoming")?;
+    assert_eq!(inc["direction"], "incoming");
+    assert_eq!(inc["state"], "pending");
+    assert_eq!(inc["purpose"], "credit assessment");
+    let d = fed.json("zhejiang", &["approve", &rid, "--max-fetches", "1"])?;
+    let agid = d["grant_id"].as_str().context("grant")?.to_string();
+    fed.wait_for("anhui to see its request approved", SOON, |f| {
+        let rs = f.json("anhui", &["requests"])?;
+        Ok(rs[0]["state"] == "approved" && rs[0]["grant_id"] == agid.as_str())
+    })?;
+    let o4 = out(&fed, "projected.csv")?;
+    let pf = fed.json("anhui", &["fetch", "zhejiang/licences", "--out", &o4])?;
+    assert_eq!(pf["fields"], serde_json::json!(["status", "company_id"]));
+    // Header kept, the dataset's column order kept, quoted values intact, nothing else.
+    assert_eq!(
+        csv_rows(&o4)?,
+        vec![
+            vec!["company_id", "status"],
+            vec!["91330100A1", "active"],
+            vec!["91330100B2", "active"],
+            vec!["91330100C3", "revoked"],
+            vec!["91330100A1", "active"],
+        ]
+    );
+    let text = std::fs::read_to_string(&o4)?;
+    assert!(!text.contains("张三") && !text.contains("5000000"), "{text}");
+    // Max fetches: the provider refuses the second, and says why.
+    let err = refused(&fed, "anhui", &["fetch", "zhejiang/licences", "--out", &out(&fed, "again.csv")?])?;
+    assert!(err.contains("zhejiang refused") && err.contains("all were used"), "{err}");
+    // Queries return only the granted fields.
+    let q = fed.json("anhui", &["query", "zhejiang/licences", "91330100B2"])?;
+    assert_eq!(q["records"], serde_json::json!([{"company_id": "91330100B2", "status": "active"}]));
+
+    // Deny: always with a reason, which the requester sees.
+    let r = fed.json("shanghai", &["request", "zhejiang/permits", "--purpose", "curiosity"])?;
+    let rid2 = r["request_id"].as_str().context("request_id")?.to_string();
+    let err = refused(&fed, "zhejiang", &["deny", &rid2, "--reason", ""])?;
+    assert!(err.contains("reason"), "{err}");
+    fed.json("zhejiang", &["deny", &rid2, "--reason", "no legal basis for this purpose"])?;
+    fed.wait_for("shanghai to see the denial", SOON, |f| {
+        let rs = f.json("shanghai", &["requests"])?;
+        let r = rs.as_array().and_then(|a| a.iter().find(|x| x["request_id"] == rid2.as_str()).cloned());
+        Ok(r.is_some_and(|r| r["state"] == "denied" && r["reason"] == "no legal basis for this purpose"))
+    })?;
+
+    // Provenance on both sides names peer, dataset, grant, purpose, hash, under one exchange id.
+    let served = fed.json("zhejiang", &["provenance", "--peer", "shanghai", "--dataset", "zhejiang/licences"])?;
+    let e = served
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["kind"] == "exchange-served" && e["exchange_id"] == full_exchange.as_str()))
+        .context("exchange-served entry")?;
+    assert_eq!(e["peer"], "shanghai");
+    assert_eq!(e["dataset"], "zhejiang/licences");
+    let note = e["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&gid)
+            && note.contains("licence verification")
+            && note.contains(f["content_hash"].as_str().unwrap_or("?")),
+        "{note}"
+    );
+    let received = fed.json("shanghai", &["provenance", "--peer", "zhejiang"])?;
+    let e = received
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["kind"] == "exchange-received" && e["exchange_id"] == full_exchange.as_str()))
+        .context("exchange-received entry")?;
+    assert_eq!(e["dataset"], "zhejiang/licences");
+    fed.wait_for("zhejiang to log the receipt", SOON, |f| {
+        let all = f.json("zhejiang", &["provenance", "--peer", "shanghai"])?;
+        Ok(all.as_array().is_some_and(|a| {
+            a.iter().any(|e| e["kind"] == "receipt-received" && e["exchange_id"] == full_exchange.as_str())
+        }))
+    })?;
+    let limited = fed.json("zhejiang", &["provenance", "--limit", "2"])?;
+    assert_eq!(limited.as_array().map(Vec::len), Some(2));
+    assert!(limited[0]["seq"].as_u64() > limited[1]["seq"].as_u64(), "newest first");
+
+    // Revocation: the grantee is told and the next fetch is refused.
+    fed.json("zhejiang", &["revoke", &gid, "--reason", "purpose fulfilled"])?;
+    fed.wait_for("shanghai to hold the revocation", SOON, |f| {
+        let gs = f.json("shanghai", &["grants"])?;
+        Ok(gs.as_array().is_some_and(|a| a.iter().any(|g| g["grant_id"] == gid.as_str() && g["revoked"] == true)))
+    })?;
+    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/licences", "--out", &out(&fed, "after-revoke.csv")?])?;
+    assert!(err.contains("revoked") && err.contains("purpose fulfilled"), "the provider's reason: {err}");
+    assert!(refused(&fed, "zhejiang", &["revoke", &gid])?.contains("already revoked"));
+
+    // Both logs verify, and export has one line per entry.
+    for m in ["zhejiang", "shanghai", "anhui"] {
+        let v = fed.json(m, &["provenance", "verify"])?;
+        assert_eq!(v["intact"], true, "{m}: {v}");
+    }
+    let export = out(&fed, "audit.jsonl")?;
+    let ex = fed.json("zhejiang", &["provenance", "export", "--out", &export])?;
+    let lines = std::fs::read_to_string(&export)?.lines().count() as u64;
+    assert_eq!(ex["entries"].as_u64(), Some(lines));
+    assert_eq!(fed.json("zhejiang", &["provenance"])?.as_array().map(|a| a.len() as u64), Some(lines));
+    Ok(())
+}
+
+#[test]
+fn sharing_attributes_grant_checks_expiry_and_overdue_requests() -> Result<()> {
+    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
+    for m in ["shanghai", "zhejiang"] {
+        fed.configure(m, "response_deadline = \"1s\"")?;
+    }
+    fed.start_all()?;
+    fed.wait_mesh(&["shanghai", "zhejiang"], CONNECT)?;
+    let lic = file(&fed, "licences.csv", LICENCES.as_bytes())?;
+    fed.json(
+        "zhejiang",
+        &[
+            "publish",
+            &lic,
+            "--dataset",
+            "open",
+            "--title",
+            "Open",
+            "--sharing",
+            "unconditional",
+            "--key-field",
+            "company_id",
+        ],
+    )?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "closed", "--title", "Closed", "--sharing", "none"])?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "normal", "--title", "Normal"])?;
+    wait_catalog(&mut fed, "shanghai", "zhejiang/normal@1")?;
+
+    // Unconditional: any member, no grant, still logged on both sides.
+    let o = out(&fed, "open.csv")?;
+    let f = fed.json("shanghai", &["fetch", "zhejiang/open", "--out", &o])?;
+    assert_eq!(std::fs::read(&o)?, LICENCES.as_bytes());
+    assert_eq!(fed.json("shanghai", &["query", "zhejiang/open", "91330100C3"])?["records"][0]["status"], "revoked");
+    let log = fed.json("zhejiang", &["provenance", "--peer", "shanghai"])?;
+    assert!(
+        log.as_array()
+            .is_some_and(|a| a.iter().any(|e| e["kind"] == "exchange-served" && e["exchange_id"] == f["exchange_id"]))
+    );
+    // None: listed, never served, never granted.
+    assert!(fed.catalog("shanghai")?.contains(&"zhejiang/closed@1".to_string()));
+    assert!(
+        refused(&fed, "shanghai", &["fetch", "zhejiang/closed", "--out", &out(&fed, "c.csv")?])?.contains("not shared")
+    );
+    assert!(
+        refused(&fed, "zhejiang", &["grant", "closed", "--to", "shanghai", "--purpose", "x"])?.contains("not shared")
+    );
+
+    // Grants that make no sense are refused with a clear error.
+    assert!(
+        refused(&fed, "zhejiang", &["grant", "normal", "--to", "hubei", "--purpose", "x"])?.contains("not a member")
+    );
+    assert!(
+        refused(&fed, "zhejiang", &["grant", "nothing", "--to", "shanghai", "--purpose", "x"])?
+            .contains("no dataset nothing")
+    );
+    assert!(
+        refused(
+            &fed,
+            "zhejiang",
+            &["grant", "normal", "--to", "shanghai", "--purpose", "x", "--expires", "2020-01-01T00:00:00Z"]
+        )?
+        .contains("in the past")
+    );
+    assert!(
+        refused(&fed, "zhejiang", &["grant", "normal", "--to", "shanghai", "--purpose", "x", "--fields", "salary"])?
+            .contains("no field")
+    );
+
+    // Expiry: valid now, refused once expired.
+    fed.json("zhejiang", &["grant", "normal", "--to", "shanghai", "--purpose", "short", "--expires", "3s"])?;
+    fed.json("shanghai", &["fetch", "zhejiang/normal", "--out", &out(&fed, "n1.csv")?])?;
+    fed.wait_for("the grant to expire", Duration::from_secs(15), |f| {
+        Ok(f.json("shanghai", &["grants"])?.as_array().is_some_and(|a| a.iter().all(|g| g["expired"] == true)))
+    })?;
+    assert!(
+        refused(&fed, "shanghai", &["fetch", "zhejiang/normal", "--out", &out(&fed, "n2.csv")?])?
+            .contains("no valid grant")
+    );
+
+    // A request not answered within the response deadline shows as overdue on both sides.
+    let r = fed.json("shanghai", &["request", "zhejiang/normal", "--purpose", "audit"])?;
+    let rid = r["request_id"].as_str().context("request_id")?.to_string();
+    fed.wait_for("the request to be overdue on both sides", SOON, |f| {
+        let mut both = true;
+        for m in ["shanghai", "zhejiang"] {
+            let rs = f.json(m, &["requests"])?;
+            both &= rs
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["request_id"] == rid.as_str() && x["overdue"] == true));
+        }
+        Ok(both)
+    })?;
+    Ok(())
+}
+
+#[test]
+fn replayed_and_stale_fetch_requests_are_refused() -> Result<()> {
+    let mut fed = Federation::init(&["zhejiang", "anhui", "rogue"])?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&["zhejiang", "anhui"], CONNECT)?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "open", "--title", "Open", "--sharing", "unconditional"])?;
+    let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let rogue = TestPeer::spawn(&key, "yrd-testnet")?;
+    let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port())?;
+    rt.block_on(rogue.dial(addr))?;
+    rt.block_on(rogue.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
+    let request = |nonce: u8, time: Timestamp| -> Result<Vec<u8>> {
+        let r = FetchRequest {
+            v: OBJECT_VERSION,
+            requester: "rogue".parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: "open".parse()?,
+            version: None,
+            grant: None,
+            nonce: Nonce([nonce; 16]),
+            time,
+            offset: 0,
+        };
+        Ok(wire::Request::Fetch(Signed::sign(r, &key)?.into_bytes()).encode()?)
+    };
+    let answers = |n: usize| -> Result<Vec<wire::Response>> {
+        let seen = rt.block_on(rogue.wait_for(&format!("{n} answers"), SOON, |_| true)).map(|_| rogue.seen())?;
+        let _ = seen;
+        let deadline = std::time::Instant::now() + SOON;
+        loop {
+            let rs: Vec<wire::Response> = rogue
+                .seen()
+                .into_iter()
+                .filter_map(|s| if let Seen::Response(b) = s { wire::Response::decode(&b).ok() } else { None })
+                .collect();
+            if rs.len() >= n || std::time::Instant::now() > deadline {
+                return Ok(rs);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let now = Timestamp::from_system(std::time::SystemTime::now());
+    let first = request(1, now)?;
+    rt.block_on(rogue.request(zj, first.clone()))?;
+    let a = answers(1)?;
+    assert!(matches!(a[0], wire::Response::Ticket { .. }), "a fresh request gets a ticket: {:?}", a[0]);
+    // The very same signed bytes again.
+    rt.block_on(rogue.request(zj, first))?;
+    let a = answers(2)?;
+    assert!(matches!(&a[1], wire::Response::Refused(r) if r.contains("replayed")), "{:?}", a.get(1));
+    // A new nonce but an hour-old time.
+    rt.block_on(rogue.request(zj, request(2, Timestamp(now.0 - 3_600_000))?))?;
+    let a = answers(3)?;
+    assert!(matches!(&a[2], wire::Response::Refused(r) if r.contains("clock")), "{:?}", a.get(2));
+    // Both refusals are on the record.
+    let log = fed.json("zhejiang", &["provenance", "--peer", "rogue"])?;
+    let refusals = log.as_array().map(|a| a.iter().filter(|e| e["kind"] == "exchange-refused").count());
+    assert_eq!(refusals, Some(2), "{log}");
+    Ok(())
+}
+
+/// A large raw dataset (random bytes) served slowly, so a test can act in the middle of a fetch.
+fn slow_provider(fed: &mut Federation, members: &[&str], mib: usize) -> Result<(String, Vec<u8>)> {
+    fed.configure("zhejiang", "serve_rate_limit = 4194304")?;
+    fed.start_all()?;
+    fed.wait_mesh(members, CONNECT)?;
+    let mut data = vec![0u8; mib << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let path = file(fed, "big.bin", &data)?;
+    fed.json("zhejiang", &["publish", &path, "--dataset", "big", "--title", "Big"])?;
+    wait_catalog(fed, "shanghai", "zhejiang/big@1")?;
+    let g = fed.json("zhejiang", &["grant", "big", "--to", "shanghai", "--purpose", "bulk transfer"])?;
+    Ok((g["grant_id"].as_str().context("grant_id")?.to_string(), data))
+}
+
+fn partial_len(fed: &Federation, name: &str) -> u64 {
+    std::fs::metadata(fed.root().join(format!(".{name}.deltafed-partial"))).map(|m| m.len()).unwrap_or(0)
+}
+
+fn wait_child(child: std::process::Child, limit: Duration) -> Result<std::process::Output> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    Ok(rx.recv_timeout(limit).context("the fetch did not finish in time")??)
+}
+
+#[test]
+fn fetch_resumes_after_the_provider_is_killed_mid_transfer() -> Result<()> {
+    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
+    let (_, data) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 24)?;
+    let target = out(&fed, "big.out")?;
+    let child = fed.spawn_cli("shanghai", &["fetch", "zhejiang/big", "--out", &target, "--json"])?;
+    fed.wait_for("part of the data to arrive", Duration::from_secs(30), |f| Ok(partial_len(f, "big.out") >= 2 << 20))?;
+    fed.kill("zhejiang")?;
+    assert!(!Path::new(&target).exists(), "nothing is written before the whole is verified");
+    fed.start("zhejiang")?;
+    let o = wait_child(child, Duration::from_secs(120))?;
+    assert!(o.status.success(), "the fetch resumed and finished: {}", String::from_utf8_lossy(&o.stderr));
+    let res: Value = serde_json::from_slice(&o.stdout)?;
+    assert!(res["resumed_from"].as_u64().is_some_and(|r| r >= 2 << 20), "{res}");
+    assert!(std::fs::read(&target)? == data, "the resumed file is byte-identical");
+    assert_eq!(partial_len(&fed, "big.out"), 0, "no partial file left");
+    Ok(())
+}
+
+#[test]
+fn revocation_stops_a_fetch_in_flight() -> Result<()> {
+    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
+    let (gid, _) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 16)?;
+    let target = out(&fed, "big.out")?;
+    let child = fed.spawn_cli("shanghai", &["fetch", "zhejiang/big", "--out", &target])?;
+    fed.wait_for("part of the data to arrive", Duration::from_secs(30), |f| Ok(partial_len(f, "big.out") >= 1 << 20))?;
+    fed.json("zhejiang", &["revoke", &gid, "--reason", "emergency stop"])?;
+    let o = wait_child(child, Duration::from_secs(60))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("revoked") && err.contains("emergency stop"),
+        "status {:?} stderr {err} stdout {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!Path::new(&target).exists());
+    assert_eq!(partial_len(&fed, "big.out"), 0, "the unauthorised partial data is discarded");
+    Ok(())
+}
+
+#[test]
+fn a_corrupted_chunk_is_detected_and_nothing_is_written() -> Result<()> {
+    let mut fed = started(&["shanghai", "zhejiang"])?;
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let path = file(&fed, "d.bin", &data)?;
+    let p = fed.json("zhejiang", &["publish", &path, "--dataset", "d", "--title", "D"])?;
+    wait_catalog(&mut fed, "shanghai", "zhejiang/d@1")?;
+    fed.json("zhejiang", &["grant", "d", "--to", "shanghai", "--purpose", "p"])?;
+    // The provider's stored copy rots after publishing: one bit in the second chunk.
+    let blob = fed.data_dir("zhejiang").join("blobs").join(p["content_hash"].as_str().context("hash")?);
+    let mut perms = std::fs::metadata(&blob)?.permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms)?;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&blob)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start((1 << 20) + 12345))?;
+    f.write_all(&[data[(1 << 20) + 12345] ^ 0x01])?;
+    drop(f);
+    let target = out(&fed, "d.out")?;
+    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
+    assert!(err.contains("chunk 1") && err.contains("does not match") && err.contains("nothing was written"), "{err}");
+    assert!(!Path::new(&target).exists());
+    assert_eq!(partial_len(&fed, "d.out"), 0);
+    Ok(())
+}
+
+#[test]
+fn provenance_verify_detects_an_altered_entry_and_a_truncated_regrown_log() -> Result<()> {
+    use deltafed_node::provenance::{Provenance, Record};
+    use deltafed_node::store::{Batch, Cf, Store};
+    use deltafed_protocol::provenance::EntryKind;
+
+    let mut fed = started(&["shanghai", "zhejiang", "anhui"])?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "licences", "--title", "L"])?;
+    wait_catalog(&mut fed, "shanghai", "zhejiang/licences@1")?;
+    for to in ["shanghai", "anhui"] {
+        fed.json("zhejiang", &["grant", "licences", "--to", to, "--purpose", "p"])?;
+    }
+    let entries = fed.json("zhejiang", &["provenance"])?.as_array().map(Vec::len).unwrap_or(0);
+    assert!(entries >= 4);
+    // A clean stop signs a final checkpoint and hands it to the peers.
+    assert!(fed.stop("zhejiang")?.success());
+    let verify = |f: &Federation| -> Result<(bool, String)> {
+        let o = f.cli("zhejiang", &["provenance", "verify", "--json"])?;
+        let v: Value = serde_json::from_slice(&o.stdout)?;
+        Ok((o.status.success() && v["intact"] == true, v["problems"].to_string()))
+    };
+    assert!(verify(&fed)?.0, "offline verify of an untouched log");
+    let db = fed.data_dir("zhejiang").join("db");
+
+    // 1. One entry altered in the database directly.
+    let key2 = 2u64.to_be_bytes();
+    let original = {
+        let store = Store::open(&db)?;
+        let orig = store.get(Cf::Provenance, &key2)?.context("entry 2")?;
+        let mut bad = orig.clone();
+        let last = bad.len() - 40;
+        bad[last] ^= 0x01;
+        store.put(Cf::Provenance, &key2, &bad)?;
+        orig
+    };
+    let (ok, problems) = verify(&fed)?;
+    assert!(!ok && problems.contains('2'), "altered entry reported: {problems}");
+    Store::open(&db)?.put(Cf::Provenance, &key2, &original)?;
+    assert!(verify(&fed)?.0, "restored");
+
+    // 2. Truncated after entry 1 and regrown with other entries, signed with the node's own key.
+    {
+        let store = Store::open(&db)?;
+        let mut b = Batch::default();
+        for seq in 2..entries as u64 + 5 {
+            b.delete(Cf::Provenance, seq.to_be_bytes().to_vec());
+        }
+        store.write(b)?;
+        let key = deltafed_node::keyfile::read(&fed.data_dir("zhejiang").join("node.key"))?;
+        let prov = Provenance::open(store, "zhejiang".parse()?, Some(key))?;
+        for i in 0..entries + 2 {
+            prov.append(Record {
+                time: Timestamp::from_system(std::time::SystemTime::now()),
+                kind: EntryKind::Published,
+                dataset: None,
+                peer: None,
+                exchange: None,
+                note: format!("rewritten history {i}"),
+                objects: vec![],
+            })?;
+        }
+    }
+    let (ok, problems) = verify(&fed)?;
+    assert!(!ok && problems.contains("checkpoint"), "own checkpoint catches the rewrite: {problems}");
+    // 3. And if the own checkpoints are deleted too, the peers' copies still catch it.
+    {
+        let store = Store::open(&db)?;
+        let mut b = Batch::default();
+        for (k, _) in store.scan_prefix(Cf::Checkpoints, b"")? {
+            b.delete(Cf::Checkpoints, k);
+        }
+        store.write(b)?;
+    }
+    assert!(verify(&fed)?.0, "offline, with no checkpoint left, the rewrite is not detectable");
+    fed.start("zhejiang")?;
+    fed.wait_mesh(&["shanghai", "zhejiang", "anhui"], CONNECT)?;
+    let (ok, problems) = verify(&fed)?;
+    assert!(!ok && problems.contains("checkpoint"), "witnessed checkpoints catch the rewrite: {problems}");
+    let o = fed.cli("zhejiang", &["provenance", "verify"])?;
+    assert!(!o.status.success(), "exit non-zero");
+    Ok(())
+}

@@ -7,3 +7,8 @@ test:
 .PHONY: demo
 demo:
 	bash scripts/demo.sh
+
+# The benchmark suite in release mode: one table with baselines and ratios, also as JSON.
+.PHONY: bench
+bench:
+	bash scripts/bench.sh

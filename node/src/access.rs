@@ -130,9 +130,9 @@ impl Access {
     fn decode_grant(rec: GrantRecord) -> Result<HeldGrant, Error> {
         let corrupt = |e: deltafed_protocol::signed::Error| Error::Corrupt { what: "grant", detail: e.to_string() };
         Ok(HeldGrant {
-            grant: Signed::decode(&rec.grant).map_err(corrupt)?,
+            grant: Signed::from_trusted_bytes(&rec.grant).map_err(corrupt)?,
             role: rec.role,
-            revocation: rec.revocation.as_deref().map(Signed::decode).transpose().map_err(corrupt)?,
+            revocation: rec.revocation.as_deref().map(Signed::from_trusted_bytes).transpose().map_err(corrupt)?,
             fetches: rec.fetches,
             delivered: rec.delivered,
         })
@@ -222,9 +222,9 @@ impl Access {
     fn decode_request(rec: RequestRecord) -> Result<HeldRequest, Error> {
         let corrupt = |e: deltafed_protocol::signed::Error| Error::Corrupt { what: "request", detail: e.to_string() };
         Ok(HeldRequest {
-            request: Signed::decode(&rec.request).map_err(corrupt)?,
+            request: Signed::from_trusted_bytes(&rec.request).map_err(corrupt)?,
             direction: rec.direction,
-            decision: rec.decision.as_deref().map(Signed::decode).transpose().map_err(corrupt)?,
+            decision: rec.decision.as_deref().map(Signed::from_trusted_bytes).transpose().map_err(corrupt)?,
         })
     }
 

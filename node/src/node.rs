@@ -97,7 +97,7 @@ struct Inner {
     key: SecretKey,
     member: MemberId,
     peer_id: PeerId,
-    roster: RwLock<SignedRoster>,
+    roster: RwLock<Arc<SignedRoster>>,
     roster_path: PathBuf,
     /// Serialises roster changes (from gossip, sync and the admin API).
     roster_change: tokio::sync::Mutex<()>,
@@ -232,7 +232,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         key,
         member,
         peer_id,
-        roster: RwLock::new(roster),
+        roster: RwLock::new(Arc::new(roster)),
         roster_path,
         roster_change: tokio::sync::Mutex::new(()),
         catalog: Catalog::new(store.clone()),
@@ -286,7 +286,7 @@ async fn dispatch(node: Node, mut events: mpsc::Receiver<Event>, tasks: TaskTrac
 }
 
 impl Node {
-    fn roster(&self) -> SignedRoster {
+    fn roster(&self) -> Arc<SignedRoster> {
         self.0.roster.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -384,7 +384,7 @@ impl Node {
     async fn replace_roster(&self, new: SignedRoster) -> Result<Ingested, rosterfile::Error> {
         let _guard = self.0.roster_change.lock().await;
         let current = self.roster();
-        if new == current {
+        if new == *current {
             return Ok(Ingested::Duplicate);
         }
         if new.roster.federation == current.roster.federation && new.roster.version <= current.roster.version {
@@ -399,7 +399,7 @@ impl Node {
             tracing::error!(member = %self.0.member, version = new.roster.version, "this member is not in the new roster; the federation will refuse it");
         }
         tracing::info!(version = new.roster.version, members = new.roster.members.len(), "roster replaced");
-        *self.0.roster.write().unwrap_or_else(|p| p.into_inner()) = new;
+        *self.0.roster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         self.record_roster_if_new();
         let _ = self.0.net.set_members(members).await;
         Ok(Ingested::Accepted)

@@ -4,6 +4,7 @@
 //! Nothing here sleeps in place of a condition: [`Federation::wait_for`] polls a condition
 //! (usually a `--json` command) until it holds or a deadline passes, and says what it waited for.
 
+pub mod bench;
 pub mod peer;
 
 use std::collections::HashMap;
@@ -15,15 +16,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// The `deltafed` binary of this build: next to the test executable's `deps/` folder, unless
-/// `DELTAFED_BIN` names another.
+/// The `deltafed` binary of this build, unless `DELTAFED_BIN` names another.
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("DELTAFED_BIN") {
         return PathBuf::from(p);
     }
+    // A binary of this build sits beside `deltafed`; a test executable one level down, in deps/.
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-    dir.join("deltafed")
+    let here = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let sibling = here.join("deltafed");
+    if sibling.exists() {
+        return sibling;
+    }
+    here.parent().map(Path::to_path_buf).unwrap_or_default().join("deltafed")
 }
 
 /// A base port P such that P..P+n are free on 127.0.0.1 for both TCP and UDP (QUIC). Tests in

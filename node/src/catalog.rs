@@ -85,8 +85,12 @@ impl Catalog {
         // Stored records were verified on the way in; skip the canonical re-check (hot path).
         let g: Gossip = cbor4ii::serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
         match g {
-            Gossip::Manifest(b) => Ok(Latest::Manifest(Signed::from_trusted_bytes(&b).map_err(|e| corrupt(e.to_string()))?)),
-            Gossip::Withdrawal(b) => Ok(Latest::Withdrawn(Signed::from_trusted_bytes(&b).map_err(|e| corrupt(e.to_string()))?)),
+            Gossip::Manifest(b) => {
+                Ok(Latest::Manifest(Signed::from_trusted_bytes(&b).map_err(|e| corrupt(e.to_string()))?))
+            }
+            Gossip::Withdrawal(b) => {
+                Ok(Latest::Withdrawn(Signed::from_trusted_bytes(&b).map_err(|e| corrupt(e.to_string()))?))
+            }
             Gossip::Roster(_) => Err(corrupt("a roster in the catalog".into())),
         }
     }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::Kind;
 use crate::id::{DatasetId, GrantId, MemberId, RequestId};
-use crate::signed::{Authored, Object};
 use crate::time::Timestamp;
 
 /// Most fields a projection may name.
@@ -30,19 +29,7 @@ pub struct AccessRequest {
     pub time: Timestamp,
 }
 
-impl Object for AccessRequest {
-    const KIND: Kind = Kind::AccessRequest;
-    const MAX_SIZE: usize = 16 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for AccessRequest {
-    fn author(&self) -> &MemberId {
-        &self.requester
-    }
-}
+crate::signed::signed_object!(AccessRequest, Kind::AccessRequest, 16 * 1024, requester);
 
 /// The provider's answer to an access request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,19 +50,7 @@ pub struct Decision {
     pub time: Timestamp,
 }
 
-impl Object for Decision {
-    const KIND: Kind = Kind::Decision;
-    const MAX_SIZE: usize = 8 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Decision {
-    fn author(&self) -> &MemberId {
-        &self.provider
-    }
-}
+crate::signed::signed_object!(Decision, Kind::Decision, 8 * 1024, provider);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,19 +77,7 @@ impl Grant {
     }
 }
 
-impl Object for Grant {
-    const KIND: Kind = Kind::Grant;
-    const MAX_SIZE: usize = 16 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Grant {
-    fn author(&self) -> &MemberId {
-        &self.provider
-    }
-}
+crate::signed::signed_object!(Grant, Kind::Grant, 16 * 1024, provider);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,16 +90,4 @@ pub struct Revocation {
     pub reason: String,
 }
 
-impl Object for Revocation {
-    const KIND: Kind = Kind::Revocation;
-    const MAX_SIZE: usize = 8 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Revocation {
-    fn author(&self) -> &MemberId {
-        &self.provider
-    }
-}
+crate::signed::signed_object!(Revocation, Kind::Revocation, 8 * 1024, provider);

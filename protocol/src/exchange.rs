@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Hash, Kind};
 use crate::id::{DatasetId, ExchangeId, GrantId, MemberId, Nonce};
-use crate::signed::{Authored, Object};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,19 +35,7 @@ pub struct FetchRequest {
     pub offset: u64,
 }
 
-impl Object for FetchRequest {
-    const KIND: Kind = Kind::FetchRequest;
-    const MAX_SIZE: usize = 4 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for FetchRequest {
-    fn author(&self) -> &MemberId {
-        &self.requester
-    }
-}
+crate::signed::signed_object!(FetchRequest, Kind::FetchRequest, 4 * 1024, requester);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,19 +78,7 @@ impl Ticket {
     }
 }
 
-impl Object for Ticket {
-    const KIND: Kind = Kind::Ticket;
-    const MAX_SIZE: usize = 16 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Ticket {
-    fn author(&self) -> &MemberId {
-        &self.provider
-    }
-}
+crate::signed::signed_object!(Ticket, Kind::Ticket, 16 * 1024, provider);
 
 /// Asks for the records of a keyed dataset whose key field equals `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,19 +95,7 @@ pub struct QueryRequest {
     pub time: Timestamp,
 }
 
-impl Object for QueryRequest {
-    const KIND: Kind = Kind::QueryRequest;
-    const MAX_SIZE: usize = 8 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for QueryRequest {
-    fn author(&self) -> &MemberId {
-        &self.requester
-    }
-}
+crate::signed::signed_object!(QueryRequest, Kind::QueryRequest, 8 * 1024, requester);
 
 /// The provider's signed answer: the hash of exactly the record bytes sent with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,19 +117,7 @@ pub struct QueryAnswer {
     pub time: Timestamp,
 }
 
-impl Object for QueryAnswer {
-    const KIND: Kind = Kind::QueryAnswer;
-    const MAX_SIZE: usize = 16 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for QueryAnswer {
-    fn author(&self) -> &MemberId {
-        &self.provider
-    }
-}
+crate::signed::signed_object!(QueryAnswer, Kind::QueryAnswer, 16 * 1024, provider);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,16 +131,4 @@ pub struct Receipt {
     pub time: Timestamp,
 }
 
-impl Object for Receipt {
-    const KIND: Kind = Kind::Receipt;
-    const MAX_SIZE: usize = 4 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Receipt {
-    fn author(&self) -> &MemberId {
-        &self.requester
-    }
-}
+crate::signed::signed_object!(Receipt, Kind::Receipt, 4 * 1024, requester);

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Hash, Kind};
 use crate::id::{DatasetId, DatasetRef, MemberId};
-use crate::signed::{Authored, Object};
 use crate::time::Timestamp;
 
 /// How the data is laid out.
@@ -127,20 +126,8 @@ impl Manifest {
     }
 }
 
-impl Object for Manifest {
-    const KIND: Kind = Kind::Manifest;
-    // Gossip messages are capped at 64 KiB; leave room for the envelope.
-    const MAX_SIZE: usize = 48 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Manifest {
-    fn author(&self) -> &MemberId {
-        &self.publisher
-    }
-}
+// Gossip messages are capped at 64 KiB; a manifest leaves room for the envelope.
+crate::signed::signed_object!(Manifest, Kind::Manifest, 48 * 1024, publisher);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,16 +141,4 @@ pub struct Withdrawal {
     pub time: Timestamp,
 }
 
-impl Object for Withdrawal {
-    const KIND: Kind = Kind::Withdrawal;
-    const MAX_SIZE: usize = 8 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Withdrawal {
-    fn author(&self) -> &MemberId {
-        &self.publisher
-    }
-}
+crate::signed::signed_object!(Withdrawal, Kind::Withdrawal, 8 * 1024, publisher);

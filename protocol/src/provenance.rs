@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Hash, Kind};
 use crate::id::{DatasetRef, ExchangeId, MemberId};
-use crate::signed::{Authored, Object};
+use crate::signed::Object;
 use crate::time::Timestamp;
 
 /// What an entry records.
@@ -123,16 +123,4 @@ pub struct Checkpoint {
     pub time: Timestamp,
 }
 
-impl Object for Checkpoint {
-    const KIND: Kind = Kind::Checkpoint;
-    const MAX_SIZE: usize = 2 * 1024;
-    fn version(&self) -> u32 {
-        self.v
-    }
-}
-
-impl Authored for Checkpoint {
-    fn author(&self) -> &MemberId {
-        &self.member
-    }
-}
+crate::signed::signed_object!(Checkpoint, Kind::Checkpoint, 2 * 1024, member);

@@ -31,6 +31,27 @@ pub trait Authored: Object {
     fn author(&self) -> &MemberId;
 }
 
+/// Implements [`Object`] and [`Authored`] for a signed object kind: its domain tag, its size
+/// limit, and the field naming the member that must have signed it.
+macro_rules! signed_object {
+    ($t:ty, $kind:expr, $max:expr, $author:ident) => {
+        impl $crate::signed::Object for $t {
+            const KIND: $crate::crypto::Kind = $kind;
+            const MAX_SIZE: usize = $max;
+            fn version(&self) -> u32 {
+                self.v
+            }
+        }
+
+        impl $crate::signed::Authored for $t {
+            fn author(&self) -> &$crate::id::MemberId {
+                &self.$author
+            }
+        }
+    };
+}
+pub(crate) use signed_object;
+
 /// Why a signed object was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

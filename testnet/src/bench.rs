@@ -6,6 +6,7 @@
 //! raw hashing of the same log, an empty node's start-up) and the ratio between them.
 
 mod bulk;
+mod ceiling;
 mod footprint;
 mod provenance;
 mod queries;
@@ -50,11 +51,25 @@ pub struct Sizes {
 
 impl Sizes {
     fn full() -> Sizes {
-        Sizes { bulk_bytes: 1 << 30, query_records: 20_000, queries: 100_000, in_flight: 64, big_federation: 41, log_entries: 1_000_000 }
+        Sizes {
+            bulk_bytes: 1 << 30,
+            query_records: 20_000,
+            queries: 100_000,
+            in_flight: 64,
+            big_federation: 41,
+            log_entries: 1_000_000,
+        }
     }
 
     fn quick() -> Sizes {
-        Sizes { bulk_bytes: 64 << 20, query_records: 2_000, queries: 4_000, in_flight: 64, big_federation: 8, log_entries: 100_000 }
+        Sizes {
+            bulk_bytes: 64 << 20,
+            query_records: 2_000,
+            queries: 4_000,
+            in_flight: 64,
+            big_federation: 8,
+            log_entries: 100_000,
+        }
     }
 }
 
@@ -110,14 +125,21 @@ pub fn main() -> Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cores} cores, {cpu}")
 }
 
 fn print_table(rows: &[Row]) {
-    println!("{:<44} {:>14} {:<8} {:>30} {:>8} {:>14} {:>4}", "figure", "value", "unit", "baseline", "ratio", "target", "met");
+    println!(
+        "{:<44} {:>14} {:<8} {:>30} {:>8} {:>14} {:>4}",
+        "figure", "value", "unit", "baseline", "ratio", "target", "met"
+    );
     for r in rows {
         let base = r.baseline.as_ref().map(|(n, v)| format!("{v:.1} ({n})")).unwrap_or_else(|| "-".into());
         let ratio = r.ratio().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());

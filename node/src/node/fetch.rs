@@ -71,20 +71,30 @@ impl Node {
     pub(super) async fn serve_fetch(&self, from: &MemberId, bytes: &[u8]) -> wire::Response {
         match self.try_serve_fetch(from, bytes).await {
             Ok(resp) => resp,
-            Err((reason, dataset)) => {
-                tracing::info!(peer = %from, %reason, "fetch refused");
-                self.record(Record {
-                    time: now(),
-                    kind: EntryKind::ExchangeRefused,
-                    dataset,
-                    peer: Some(from.clone()),
-                    exchange: None,
-                    note: format!("fetch refused: {reason}"),
-                    objects: vec![ev("fetch-request", bytes)],
-                });
-                wire::Response::Refused(reason)
-            }
+            Err((reason, dataset)) => self.refuse(from, "fetch", dataset, reason, bytes),
         }
+    }
+
+    /// Logs a refused fetch or query (with the request that was refused) and answers with the reason.
+    pub(super) fn refuse(
+        &self,
+        from: &MemberId,
+        what: &str,
+        dataset: Option<DatasetRef>,
+        reason: String,
+        request: &[u8],
+    ) -> wire::Response {
+        tracing::info!(peer = %from, %reason, "{what} refused");
+        self.record(Record {
+            time: now(),
+            kind: EntryKind::ExchangeRefused,
+            dataset,
+            peer: Some(from.clone()),
+            exchange: None,
+            note: format!("{what} refused: {reason}"),
+            objects: vec![ev(&format!("{what}-request"), request)],
+        });
+        wire::Response::Refused(reason)
     }
 
     async fn try_serve_fetch(

@@ -21,18 +21,7 @@ impl Node {
     pub(super) async fn serve_query(&self, from: &MemberId, bytes: &[u8]) -> wire::Response {
         match self.try_serve_query(from, bytes).await {
             Ok(r) => r,
-            Err((reason, dataset)) => {
-                self.record(Record {
-                    time: now(),
-                    kind: EntryKind::ExchangeRefused,
-                    dataset,
-                    peer: Some(from.clone()),
-                    exchange: None,
-                    note: format!("query refused: {reason}"),
-                    objects: vec![ev("query-request", bytes)],
-                });
-                wire::Response::Refused(reason)
-            }
+            Err((reason, dataset)) => self.refuse(from, "query", dataset, reason, bytes),
         }
     }
 

@@ -41,7 +41,7 @@ fn build_log(fed: &Federation, member: &str, n: u64) -> Result<()> {
             .collect();
         seq += batch.len() as u64;
         prov.append_all(batch)?;
-        if seq % 200_000 == 0 || seq == n {
+        if seq.is_multiple_of(200_000) || seq == n {
             prov.checkpoint(Timestamp::from_system(std::time::SystemTime::now()))?;
         }
     }
@@ -92,7 +92,8 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     let dir = fed.data_dir("solo");
     let mut c = Client::connect(&dir, &dir.join("admin.sock"))?;
     let query = Request::Provenance { dataset: None, peer: Some("peer3".parse()?), since: None, limit: Some(100) };
-    let by_dataset = Request::Provenance { dataset: Some("solo/dataset-42".parse()?), peer: None, since: None, limit: Some(100) };
+    let by_dataset =
+        Request::Provenance { dataset: Some("solo/dataset-42".parse()?), peer: None, since: None, limit: Some(100) };
     let mut q_ms = 0f64;
     let mut base_ms = 0f64;
     let rounds = 20;
@@ -100,7 +101,11 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
         let t0 = Instant::now();
         let r = c.call_value(&query)?;
         q_ms = q_ms.max(t0.elapsed().as_secs_f64() * 1e3);
-        anyhow::ensure!(r.as_array().map(Vec::len) == Some(100), "the audit query returned {} entries", r.as_array().map_or(0, Vec::len));
+        anyhow::ensure!(
+            r.as_array().map(Vec::len) == Some(100),
+            "the audit query returned {} entries",
+            r.as_array().map_or(0, Vec::len)
+        );
         let t0 = Instant::now();
         c.call_value(&by_dataset)?;
         q_ms = q_ms.max(t0.elapsed().as_secs_f64() * 1e3);

@@ -8,11 +8,17 @@ use anyhow::Result;
 use deltafed_node::admin::api::{QueryResult, Request, Status};
 use deltafed_node::admin::client::Client;
 
-use super::{percentile, Row, Sizes};
-use crate::{path_str, Federation};
+use super::{Row, Sizes, percentile};
+use crate::{Federation, path_str};
 
 /// Runs `total` calls of `req(i)` from `threads` clients in parallel; returns (calls/s, sorted latencies in ms).
-fn hammer(fed: &Federation, member: &str, threads: usize, total: usize, req: impl Fn(usize) -> Request + Sync) -> Result<(f64, Vec<f64>)> {
+fn hammer(
+    fed: &Federation,
+    member: &str,
+    threads: usize,
+    total: usize,
+    req: impl Fn(usize) -> Request + Sync,
+) -> Result<(f64, Vec<f64>)> {
     let dir = fed.data_dir(member);
     let sock = dir.join("admin.sock");
     let per = total.div_ceil(threads);
@@ -56,11 +62,17 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     }
     let src = fed.root().join("records.csv");
     std::fs::write(&src, csv)?;
-    fed.json("provider", &["publish", path_str(&src)?, "--dataset", "records", "--title", "Records", "--key-field", "id"])?;
+    fed.json(
+        "provider",
+        &["publish", path_str(&src)?, "--dataset", "records", "--title", "Records", "--key-field", "id"],
+    )?;
     fed.wait_for("the manifest at the requester", std::time::Duration::from_secs(10), |f| {
         Ok(f.catalog("requester")?.iter().any(|e| e.starts_with("provider/records@")))
     })?;
-    fed.json("provider", &["grant", "records", "--to", "requester", "--purpose", "benchmark", "--fields", "id,payload"])?;
+    fed.json(
+        "provider",
+        &["grant", "records", "--to", "requester", "--purpose", "benchmark", "--fields", "id,payload"],
+    )?;
     // Check one answer for shape before timing thousands.
     let mut c = Client::connect(&fed.data_dir("requester"), &fed.data_dir("requester").join("admin.sock"))?;
     let one: QueryResult = c.call(&Request::Query { dataset: "provider/records".parse()?, key: "K00000001".into() })?;
@@ -73,6 +85,9 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     })?;
     let (base_qps, _) = hammer(&fed, "requester", s.in_flight, s.queries, |_| Request::Status)?;
     let _: Option<Status> = None;
+    // The bound: libp2p request-response alone, 1 KiB answers, the same number in flight.
+    let (tcp_rps, _) = super::ceiling::measure("tcp", s.queries, s.in_flight, 1024)?;
+    let (quic_rps, _) = super::ceiling::measure("quic", s.queries, s.in_flight, 1024)?;
     let p50 = percentile(&lat, 0.5);
     let p99 = percentile(&lat, 0.99);
     Ok(vec![
@@ -84,6 +99,15 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
             target: ">= 10000".into(),
             met: qps >= 10_000.0,
             note: format!("{} queries of 1 KiB records ({} keys), projection to 2 fields", s.queries, n),
+        },
+        Row {
+            figure: "record queries vs libp2p's own ceiling".into(),
+            value: qps,
+            unit: "q/s",
+            baseline: Some(("libp2p req/resp 1 KiB".into(), tcp_rps.max(quic_rps))),
+            target: "-".into(),
+            met: true,
+            note: format!("libp2p alone: {tcp_rps:.0}/s over TCP+TLS+yamux, {quic_rps:.0}/s over QUIC"),
         },
         Row {
             figure: "record query latency p50".into(),

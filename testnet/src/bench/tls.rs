@@ -8,12 +8,16 @@ use anyhow::{Context, Result};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn certs() -> Result<(rustls::RootCertStore, (CertificateDer<'static>, PrivateKeyDer<'static>), (CertificateDer<'static>, PrivateKeyDer<'static>))> {
+/// A certificate and its key.
+type Identity = (CertificateDer<'static>, PrivateKeyDer<'static>);
+
+/// A throwaway CA, and a server and a client identity it signed.
+fn certs() -> Result<(rustls::RootCertStore, Identity, Identity)> {
     let ca_key = rcgen::KeyPair::generate()?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key)?;
-    let leaf = |name: &str| -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
+    let leaf = |name: &str| -> Result<Identity> {
         let key = rcgen::KeyPair::generate()?;
         let cert = rcgen::CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca, &ca_key)?;
         Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))))
@@ -30,7 +34,8 @@ pub fn throughput(bytes: u64) -> Result<f64> {
         let (roots, (scert, skey), (ccert, ckey)) = certs()?;
         let roots = Arc::new(roots);
         let verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone()).build()?;
-        let server = rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(vec![scert], skey)?;
+        let server =
+            rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(vec![scert], skey)?;
         let client = rustls::ClientConfig::builder()
             .with_root_certificates(roots.as_ref().clone())
             .with_client_auth_cert(vec![ccert], ckey)?;

@@ -21,7 +21,7 @@ fn build_log(fed: &Federation, member: &str, n: u64) -> Result<()> {
     let dir = fed.data_dir(member);
     let key = deltafed_node::keyfile::read(&dir.join("node.key"))?;
     let store = Store::open(&dir.join("db"))?;
-    let prov = Provenance::open(store, member.parse()?, Some(key))?;
+    let prov = Provenance::open(store.clone(), member.parse()?, Some(key))?;
     let evidence = vec![0x5au8; 360];
     let peers: Vec<deltafed_protocol::MemberId> =
         (0..10).map(|i| format!("peer{i}").parse()).collect::<Result<_, _>>()?;
@@ -45,6 +45,9 @@ fn build_log(fed: &Federation, member: &str, n: u64) -> Result<()> {
             prov.checkpoint(Timestamp::from_system(std::time::SystemTime::now()))?;
         }
     }
+    // As a node's clean shutdown does: the next start then replays no write-ahead log.
+    drop(prov);
+    store.flush()?;
     Ok(())
 }
 

@@ -5,9 +5,31 @@
 //! - Request-response RPC: catalog sync (on every new connection, so a node that was down or
 //!   cut off catches up without waiting for new gossip).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::cbor;
+
+/// Encodes a network message. These envelopes are not signed (every signed object inside keeps
+/// its own canonical bytes), so plain serde CBOR does: the canonical round trip would copy each
+/// 1 MiB data chunk several times over for nothing.
+fn encode_plain<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, cbor::Error> {
+    cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| cbor::Error::Encode { kind, detail: e.to_string() })
+}
+
+/// Decodes a network message, refusing it over `max` bytes or with trailing bytes.
+fn decode_plain<T: DeserializeOwned>(kind: &'static str, max: usize, bytes: &[u8]) -> Result<T, cbor::Error> {
+    if bytes.len() > max {
+        return Err(cbor::Error::Oversized { kind, size: bytes.len(), max });
+    }
+    let mut de = cbor4ii::serde::Deserializer::new(cbor4ii::core::utils::SliceReader::new(bytes));
+    let value = T::deserialize(&mut de).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
+    // What is left of the input must be nothing: a message is exactly one value.
+    let mut rest = de.into_inner();
+    match cbor4ii::core::dec::Read::fill(&mut rest, 1) {
+        Ok(r) if r.as_ref().is_empty() => Ok(value),
+        _ => Err(cbor::Error::Malformed { kind, detail: "trailing bytes after the message".into() }),
+    }
+}
 
 /// Largest gossip message: a roster of a large federation must fit.
 pub const MAX_GOSSIP_SIZE: usize = 256 * 1024;
@@ -29,11 +51,11 @@ pub enum Gossip {
 
 impl Gossip {
     pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
-        cbor::encode("gossip message", self)
+        encode_plain("gossip message", self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Gossip, cbor::Error> {
-        cbor::decode("gossip message", MAX_GOSSIP_SIZE, bytes)
+        decode_plain("gossip message", MAX_GOSSIP_SIZE, bytes)
     }
 
     pub fn len(&self) -> usize {
@@ -131,21 +153,21 @@ pub enum Response {
 
 impl Request {
     pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
-        cbor::encode("rpc request", self)
+        encode_plain("rpc request", self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Request, cbor::Error> {
-        cbor::decode("rpc request", MAX_RPC_REQUEST, bytes)
+        decode_plain("rpc request", MAX_RPC_REQUEST, bytes)
     }
 }
 
 impl Response {
     pub fn encode(&self) -> Result<Vec<u8>, cbor::Error> {
-        cbor::encode("rpc response", self)
+        encode_plain("rpc response", self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Response, cbor::Error> {
-        cbor::decode("rpc response", MAX_RPC_RESPONSE, bytes)
+        decode_plain("rpc response", MAX_RPC_RESPONSE, bytes)
     }
 }
 
@@ -162,5 +184,8 @@ mod tests {
         let q = Request::Sync(SyncRequest { roster_version: 3, after: None });
         assert_eq!(Request::decode(&q.encode().expect("enc")).expect("dec"), q);
         assert!(Gossip::decode(&[0xff, 0x00]).is_err());
+        let mut longer = q.encode().expect("enc");
+        longer.push(0);
+        assert!(Request::decode(&longer).is_err(), "trailing bytes are refused");
     }
 }

@@ -26,7 +26,7 @@ const WINDOW: usize = 8;
 /// How long a requester waits for a provider to come back before giving up a fetch.
 const RECONNECT_WAIT: Duration = Duration::from_secs(90);
 /// The partial file's state is saved at least this often (bytes).
-const SAVE_EVERY: u64 = 8 << 20;
+const SAVE_EVERY: u64 = 64 << 20;
 
 fn ev(kind: &str, bytes: &[u8]) -> Evidence {
     Evidence { kind: kind.into(), bytes: bytes.to_vec() }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: prerequisites, formatting, lints, the protocol crate's
 # dependency boundary, then every test (unit, protocol vectors, CLI, multi-node integration).
+# Then the benchmark suite in quick mode, and, when a Docker engine answers, the compose testnet
+# (testnet/docker/all.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +27,22 @@ fi
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== benchmarks, quick mode (release build; figures are not asserted, the code paths are)"
+bench_start=$(date +%s)
+bash scripts/bench.sh --quick --out "$CARGO_TARGET_DIR/bench-quick.json"
+echo "== benchmarks done in $(( $(date +%s) - bench_start ))s"
+
+echo "== docker compose testnet: up, scenario, faults, down (testnet/docker/all.sh)"
+# Runs whenever a Docker engine answers; its own project name and image tag, so a developer's
+# federation on the same machine is left alone. The static release build reuses the cache.
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  docker_start=$(date +%s)
+  DELTAFED_COMPOSE_PROJECT="${DELTAFED_COMPOSE_PROJECT:-deltafed-ci}" DELTAFED_IMAGE="${DELTAFED_IMAGE:-deltafed:ci}" \
+    bash testnet/docker/all.sh
+  echo "== docker compose testnet done in $(( $(date +%s) - docker_start ))s"
+else
+  echo "docker: no engine answers; skipped the compose scenarios"
+fi
 
 echo "== done in $(( $(date +%s) - start ))s"

@@ -450,7 +450,7 @@ fn fetch_resumes_after_the_provider_is_killed_mid_transfer() -> Result<()> {
 #[test]
 fn revocation_stops_a_fetch_in_flight() -> Result<()> {
     let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
-    let (gid, _) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 16)?;
+    let (gid, _) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 32)?;
     let target = out(&fed, "big.out")?;
     let child = fed.spawn_cli("shanghai", &["fetch", "zhejiang/big", "--out", &target])?;
     fed.wait_for("part of the data to arrive", Duration::from_secs(30), |f| Ok(partial_len(f, "big.out") >= 1 << 20))?;

@@ -244,7 +244,17 @@ impl Node {
         if &src.requester != from {
             return wire::Response::Refused("this exchange belongs to another member".into());
         }
-        // Revocation and expiry take effect for exchanges in flight too.
+        let limit = self.0.config.serve_rate_limit;
+        let read =
+            tokio::task::spawn_blocking(move || exchange::read_chunk(&src.file, index, src.chunk_size, src.size)).await;
+        if limit > 0
+            && let Ok(Ok(bytes)) = &read
+            && let Some(slot) = self.0.exchanges.pace(&exchange_id, bytes.len() as u64, limit)
+        {
+            tokio::time::sleep_until(slot.into()).await;
+        }
+        // Revocation and expiry take effect for exchanges in flight too: checked at the moment
+        // the chunk would leave, after any pacing wait.
         if let Some(g) = &src.grant {
             match self.0.access.grant(g) {
                 Ok(Some(h)) => {
@@ -256,15 +266,6 @@ impl Node {
                 }
                 _ => return wire::Response::Refused(format!("grant {g} is no longer held")),
             }
-        }
-        let limit = self.0.config.serve_rate_limit;
-        let read =
-            tokio::task::spawn_blocking(move || exchange::read_chunk(&src.file, index, src.chunk_size, src.size)).await;
-        if limit > 0
-            && let Ok(Ok(bytes)) = &read
-            && let Some(slot) = self.0.exchanges.pace(&exchange_id, bytes.len() as u64, limit)
-        {
-            tokio::time::sleep_until(slot.into()).await;
         }
         match read {
             Ok(Ok(bytes)) => wire::Response::Chunk(bytes),

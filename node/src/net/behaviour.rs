@@ -75,6 +75,8 @@ pub fn build(key: &Keypair, topic: &gossipsub::IdentTopic, max_members: u32) -> 
         limits: connection_limits::Behaviour::new(limits),
         gossip,
         rpc,
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+        ping: ping::Behaviour::new(
+            ping::Config::new().with_interval(Duration::from_secs(5)).with_timeout(Duration::from_secs(10)),
+        ),
     })
 }

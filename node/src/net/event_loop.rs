@@ -234,6 +234,13 @@ impl EventLoop {
                 self.emit(Event::Gossip { id: message_id, source: propagation_source, data: message.data });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(ev)) => self.on_rpc(ev),
+            // A connection whose peer stopped answering pings is dead even if the socket has not
+            // noticed (a TCP connection to a vanished host can linger for many minutes): close
+            // it, so the member shows as disconnected and the redial loop takes over.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })) => {
+                tracing::info!(%peer, error = %e, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             _ => {}
         }
     }

@@ -236,8 +236,13 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(ev)) => self.on_rpc(ev),
             // A connection whose peer stopped answering pings is dead even if the socket has not
             // noticed (a TCP connection to a vanished host can linger for many minutes): close
-            // it, so the member shows as disconnected and the redial loop takes over.
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result: Err(e) })) => {
+            // it, so the member shows as disconnected and the redial loop takes over. (A peer
+            // that does not speak ping at all is not dead: only timeouts count.)
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(e @ libp2p::ping::Failure::Timeout),
+            })) => {
                 tracing::info!(%peer, error = %e, "ping failed; closing the connection");
                 self.swarm.close_connection(connection);
             }

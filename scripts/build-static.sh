@@ -11,6 +11,7 @@
 # The flags are the same on every run (the folder's path depends only on CARGO_TARGET_DIR), so a
 # warm cache is reused; --target keeps build scripts and proc macros dynamic (they run on the
 # build machine) and puts the output in $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release.
+# No --locked (as in demo.sh): scripts/test.sh's `cargo clippy --locked` already guards Cargo.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

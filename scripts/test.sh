@@ -34,13 +34,18 @@ bash scripts/bench.sh --quick --out "$CARGO_TARGET_DIR/bench-quick.json"
 echo "== benchmarks done in $(( $(date +%s) - bench_start ))s"
 
 echo "== docker compose testnet: up, scenario, faults, down (testnet/docker/all.sh)"
-# Runs whenever a Docker engine answers; its own project name and image tag, so a developer's
-# federation on the same machine is left alone. The static release build reuses the cache.
+# Runs whenever a Docker engine answers. The compose project and the image tag are named after
+# this work tree, so neither a developer's federation nor a run from another clone on the same
+# machine is touched; the image is removed afterwards. The static release build reuses the cache.
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   docker_start=$(date +%s)
-  DELTAFED_COMPOSE_PROJECT="${DELTAFED_COMPOSE_PROJECT:-deltafed-ci}" DELTAFED_IMAGE="${DELTAFED_IMAGE:-deltafed:ci}" \
-    bash testnet/docker/all.sh
+  tree_id=$(pwd -P | sha256sum | cut -c1-8)
+  docker_rc=0
+  DELTAFED_COMPOSE_PROJECT="${DELTAFED_COMPOSE_PROJECT:-deltafed-ci-$tree_id}" \
+    DELTAFED_IMAGE="${DELTAFED_IMAGE:-deltafed:ci-$tree_id}" bash testnet/docker/all.sh || docker_rc=$?
+  [ -n "${DELTAFED_IMAGE:-}" ] || docker image rm "deltafed:ci-$tree_id" >/dev/null 2>&1 || true
   echo "== docker compose testnet done in $(( $(date +%s) - docker_start ))s"
+  [ "$docker_rc" = 0 ] || exit "$docker_rc"
 else
   echo "docker: no engine answers; skipped the compose scenarios"
 fi

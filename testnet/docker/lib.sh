@@ -85,10 +85,17 @@ load_cids() {
   local svc id
   [ $# -gt 0 ] || set -- "${MEMBERS[@]}"
   for svc in "$@"; do
-    id=$(compose --profile intruder ps -a -q "$svc" 2>/dev/null | head -n 1) || true
-    [ -n "$id" ] || die "no container for $svc in compose project $PROJECT; bring the federation up first (make testnet-up)"
+    id=$(compose --profile intruder ps -a -q "$svc" 2>"${TMPDIR:-/tmp}/deltafed-ps.$$") || true
+    id=$(head -n 1 <<<"$id")
+    if [ -z "$id" ]; then
+      local err
+      err=$(cat "${TMPDIR:-/tmp}/deltafed-ps.$$" 2>/dev/null)
+      rm -f "${TMPDIR:-/tmp}/deltafed-ps.$$"
+      die "no container for $svc in compose project $PROJECT; bring the federation up first (make testnet-up)" "$err"
+    fi
     CID[$svc]=$id
   done
+  rm -f "${TMPDIR:-/tmp}/deltafed-ps.$$"
 }
 # cid SERVICE: the container id looked up by load_cids.
 cid() {

@@ -70,6 +70,17 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
     if base_port.checked_add(u16::try_from(members.len()).unwrap_or(u16::MAX)).is_none() {
         bail!("--base-port {base_port} leaves no room for {} members below port 65535", members.len());
     }
+    // Refuse before writing anything: a second run must not replace the roster of a federation
+    // whose keys it cannot overwrite.
+    for m in &members {
+        let key = dir.join(m.as_str()).join("node.key");
+        if key.exists() {
+            bail!(
+                "{} already exists; refusing to overwrite a member key (use another --dir, or remove it first)",
+                key.display()
+            );
+        }
+    }
     let keys = members.iter().map(|_| keyfile::generate()).collect::<Result<Vec<_>, _>>()?;
     let mut specs = Vec::new();
     let mut plans = Vec::new();

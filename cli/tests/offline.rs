@@ -204,6 +204,8 @@ fn testnet_init_makes_a_ready_federation() {
     let docker = tmp.path().join("docker");
     let v = ok_json(&["testnet", "init", "--dir", s(&docker), "--members", "shanghai,anhui", "--docker", "--json"]);
     assert_eq!(v["members"][1]["addrs"], serde_json::json!(["/dns4/anhui/tcp/4001", "/dns4/anhui/udp/4001/quic-v1"]));
+    let roster_before = std::fs::read(net.join("roster.cbor")).expect("roster");
     let err = fails(&["testnet", "init", "--dir", s(&net), "--members", "shanghai"]);
     assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read(net.join("roster.cbor")).expect("roster"), roster_before, "the roster is untouched");
 }

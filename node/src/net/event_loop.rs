@@ -19,6 +19,8 @@ use super::{Command, Connected, Error, Event, Members, NetStatus};
 
 const FIRST_REDIAL: Duration = Duration::from_millis(250);
 const REDIAL_TICK: Duration = Duration::from_millis(250);
+/// A connection that lasted this long was not refused: redial soon after it ends.
+const STABLE: Duration = Duration::from_secs(10);
 
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -31,6 +33,8 @@ pub struct EventLoop {
     max_redial: Duration,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, Error>>>,
     listen: Vec<Multiaddr>,
+    /// When each connected member's first connection was established.
+    up_since: HashMap<PeerId, Instant>,
     shutdown: CancellationToken,
 }
 
@@ -54,6 +58,7 @@ impl EventLoop {
             max_redial,
             pending: HashMap::new(),
             listen: Vec::new(),
+            up_since: HashMap::new(),
             shutdown,
         };
         lp.set_members(members);
@@ -205,7 +210,9 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
             SwarmEvent::ListenerError { error, .. } => tracing::error!(%error, "listener failed"),
             SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
-                self.redial.remove(&peer_id);
+                // The redial entry stays (it is skipped while connected): if the connection is
+                // closed again at once (the remote refuses us), the backoff keeps growing.
+                self.up_since.entry(peer_id).or_insert_with(Instant::now);
                 if let Some(m) = self.members.get(&peer_id)
                     && num_established.get() == 1
                 {
@@ -218,7 +225,15 @@ impl EventLoop {
             {
                 let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                 tracing::info!(peer = %peer_id, %cause, "member disconnected");
-                self.redial.insert(peer_id, (Instant::now() + FIRST_REDIAL, FIRST_REDIAL * 2));
+                let lived = self.up_since.remove(&peer_id).map(|t| t.elapsed()).unwrap_or_default();
+                let now = Instant::now();
+                let entry = self.redial.entry(peer_id).or_insert((now, FIRST_REDIAL));
+                if lived >= STABLE {
+                    *entry = (now + FIRST_REDIAL, FIRST_REDIAL * 2);
+                } else {
+                    entry.0 = now + entry.1;
+                    entry.1 = (entry.1 * 2).min(self.max_redial);
+                }
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 tracing::debug!(from = %send_back_addr, %error, "incoming connection refused");

@@ -116,6 +116,24 @@ fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
 }
 
+/// One signed object as provenance evidence.
+fn ev(kind: &str, bytes: &[u8]) -> Evidence {
+    Evidence { kind: kind.into(), bytes: bytes.to_vec() }
+}
+
+/// How provenance notes name a projection.
+fn fields_note(fields: &Option<Vec<String>>) -> String {
+    match fields {
+        Some(f) => format!("fields {}", f.join(",")),
+        None => "all fields".into(),
+    }
+}
+
+/// How provenance notes name the grant an exchange ran under.
+fn grant_note(grant: Option<deltafed_protocol::GrantId>) -> String {
+    grant.map(|g| format!("grant {g}")).unwrap_or_else(|| "no grant (shared unconditionally)".into())
+}
+
 /// 16 random bytes for ids and nonces.
 fn random16() -> Result<[u8; 16], String> {
     let mut b = [0u8; 16];

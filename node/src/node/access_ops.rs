@@ -3,12 +3,12 @@
 
 use deltafed_protocol::access::{AccessRequest, Decision, Grant, Outcome, Revocation};
 use deltafed_protocol::exchange::Receipt;
-use deltafed_protocol::provenance::{EntryKind, Evidence};
+use deltafed_protocol::provenance::EntryKind;
 use deltafed_protocol::wire::{self, Delivery};
 use deltafed_protocol::{DatasetRef, GrantId, MemberId, OBJECT_VERSION, RequestId, Signed, Timestamp};
 use libp2p::PeerId;
 
-use super::{Node, now, random16};
+use super::{Node, ev, fields_note, now, random16};
 use crate::access::{Direction, HeldGrant, Role};
 use crate::admin::api;
 use crate::catalog::Latest;
@@ -16,17 +16,6 @@ use crate::provenance::Record;
 
 /// How long a delivery waits for the member's acknowledgement before going to the outbox.
 const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn ev(kind: &str, bytes: &[u8]) -> Evidence {
-    Evidence { kind: kind.into(), bytes: bytes.to_vec() }
-}
-
-fn fields_note(fields: &Option<Vec<String>>) -> String {
-    match fields {
-        Some(f) => format!("fields {}", f.join(",")),
-        None => "all fields".into(),
-    }
-}
 
 impl Node {
     /// Sends a delivery now if the member answers, otherwise keeps it in the outbox for when

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket};
 use deltafed_protocol::manifest::Sharing;
-use deltafed_protocol::provenance::{EntryKind, Evidence};
+use deltafed_protocol::provenance::EntryKind;
 use deltafed_protocol::wire::{self, Delivery};
 use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed, Timestamp};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{Node, now, random16};
+use super::{Node, ev, fields_note, grant_note, now, random16};
 use crate::access::Role;
 use crate::admin::api;
 use crate::exchange::{self, Partial, PartialState, Serving};
@@ -27,10 +27,6 @@ const WINDOW: usize = 8;
 const RECONNECT_WAIT: Duration = Duration::from_secs(90);
 /// The partial file's state is saved at least this often (bytes).
 const SAVE_EVERY: u64 = 64 << 20;
-
-fn ev(kind: &str, bytes: &[u8]) -> Evidence {
-    Evidence { kind: kind.into(), bytes: bytes.to_vec() }
-}
 
 /// What authorises a delivery to a member: the grant used (none for unconditional sharing), the
 /// projection it imposes, and the purpose it was granted for.
@@ -176,12 +172,7 @@ impl Node {
         self.0
             .exchanges
             .insert(exchange_id, Serving::new(from.clone(), grant, m.dataset_ref(), file, size, projection));
-        let fields_note = match &fields {
-            Some(f) => format!("fields {}", f.join(",")),
-            None => "all fields".into(),
-        };
-        let grant_note =
-            grant.map(|g| format!("grant {g}")).unwrap_or_else(|| "no grant (shared unconditionally)".into());
+        let (fields_note, grant_note) = (fields_note(&fields), grant_note(grant));
         self.record(Record {
             time: now(),
             kind: EntryKind::ExchangeServed,
@@ -335,13 +326,8 @@ impl Node {
                         exchange: Some(tb.exchange),
                         note: format!(
                             "{}; {}; {} bytes, hash {}; written to {}",
-                            grant_id
-                                .map(|g| format!("grant {g}"))
-                                .unwrap_or_else(|| "no grant (shared unconditionally)".into()),
-                            match &tb.fields {
-                                Some(f) => format!("fields {}", f.join(",")),
-                                None => "all fields".into(),
-                            },
+                            grant_note(grant_id),
+                            fields_note(&tb.fields),
                             tb.size,
                             tb.content_hash,
                             out.display()

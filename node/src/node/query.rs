@@ -2,20 +2,16 @@
 //! fetch, answered from the key index built at publish time.
 
 use deltafed_protocol::exchange::{QueryAnswer, QueryRequest};
-use deltafed_protocol::provenance::{EntryKind, Evidence};
+use deltafed_protocol::provenance::EntryKind;
 use deltafed_protocol::wire;
 use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed};
 
-use super::{Node, now, random16};
+use super::{Node, ev, fields_note, grant_note, now, random16};
 use crate::admin::api;
 use crate::provenance::Record;
 
 /// Most records one answer carries.
 pub const MAX_RECORDS: usize = 1000;
-
-fn ev(kind: &str, bytes: &[u8]) -> Evidence {
-    Evidence { kind: kind.into(), bytes: bytes.to_vec() }
-}
 
 impl Node {
     pub(super) async fn serve_query(&self, from: &MemberId, bytes: &[u8]) -> wire::Response {
@@ -78,13 +74,10 @@ impl Node {
             exchange: Some(exchange),
             note: format!(
                 "{}; purpose: {purpose}; key {:?}; {} record(s); {}",
-                grant.map(|g| format!("grant {g}")).unwrap_or_else(|| "no grant (shared unconditionally)".into()),
+                grant_note(grant),
                 rb.key,
                 records.len(),
-                match &fields {
-                    Some(f) => format!("fields {}", f.join(",")),
-                    None => "all fields".into(),
-                }
+                fields_note(&fields)
             ),
             objects: vec![ev("query-request", bytes), ev("query-answer", signed.as_bytes())],
         });

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -226,21 +225,6 @@ impl Partial {
         Ok(f)
     }
 
-    /// BLAKE3 of the whole partial file.
-    pub fn hash(&self) -> std::io::Result<Hash> {
-        let mut f = File::open(&self.data)?;
-        let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(h.finalize().into())
-    }
-
     /// Moves the verified data to `out` (atomic within the directory) and forgets the state.
     pub fn finish(&self, out: &Path) -> std::io::Result<()> {
         File::open(&self.data)?.sync_all()?;
@@ -253,13 +237,143 @@ impl Partial {
     }
 }
 
-/// Appends `bytes` at the end of `f` (the partial data, positioned by `open_at`).
-pub fn append(f: &mut File, at: u64, bytes: &[u8]) -> std::io::Result<()> {
-    f.write_all_at(bytes, at)?;
+/// Most verified chunks queued for the disk: the network keeps receiving while the disk syncs,
+/// and a slow disk holds back the network instead of growing memory.
+const WRITE_QUEUE: usize = 32;
+
+/// How a [`Writer`] ended: the bytes now durable in the partial file (and vouched for by its
+/// state file), and the BLAKE3 of all of them when every write succeeded.
+pub struct Written {
+    pub verified: u64,
+    pub whole: std::io::Result<Hash>,
+}
+
+/// The requester's disk side of a fetch, on its own thread: appends verified chunks to the
+/// partial file, hashes them as they pass (so the whole-file check needs no read back), and every
+/// `save_every` bytes syncs the data and then saves the state that vouches for it. Writing on a
+/// thread of its own lets the network and the disk work at the same time; the order (data
+/// synced before the state names it) keeps a crash from ever vouching for bytes not on disk.
+pub struct Writer {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<Written>>,
+}
+
+impl Writer {
+    /// Starts writing after `state.verified` bytes of `partial` (hashing that prefix first).
+    pub fn start(partial: &Partial, state: &PartialState, save_every: u64) -> std::io::Result<Writer> {
+        let file = partial.open_at(state.verified)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let partial = Partial { data: partial.data.clone(), state: partial.state.clone() };
+        let mut state = state.clone();
+        let thread = std::thread::Builder::new().name("fetch-writer".into()).spawn(move || {
+            let mut hasher = blake3::Hasher::new();
+            let mut at = state.verified;
+            let mut run = || -> std::io::Result<()> {
+                hash_prefix(&file, at, &mut hasher)?;
+                let mut since_save = 0u64;
+                while let Some(chunk) = rx.blocking_recv() {
+                    file.write_all_at(&chunk, at)?;
+                    hasher.update(&chunk);
+                    at += chunk.len() as u64;
+                    since_save += chunk.len() as u64;
+                    if since_save >= save_every {
+                        file.sync_data()?;
+                        state.verified = at;
+                        partial.save(&state)?;
+                        since_save = 0;
+                    }
+                }
+                Ok(())
+            };
+            let result = run();
+            // Whatever happened, vouch for what is on disk now, so a resume starts there.
+            let durable = file.sync_data().and_then(|()| {
+                state.verified = at;
+                partial.save(&state)
+            });
+            let verified = if durable.is_ok() { at } else { 0 };
+            Written { verified, whole: result.and(durable).map(|()| hasher.finalize().into()) }
+        })?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Queues a verified chunk. `false` means the writer stopped (a disk error): call `finish`.
+    pub async fn write(&self, chunk: Vec<u8>) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits for every queued chunk to be written and synced.
+    pub async fn finish(mut self) -> Written {
+        self.tx = None;
+        let thread = self.thread.take();
+        let joined = tokio::task::spawn_blocking(move || thread.map(|t| t.join())).await;
+        match joined {
+            Ok(Some(Ok(w))) => w,
+            _ => Written { verified: 0, whole: Err(std::io::Error::other("the fetch writer thread failed")) },
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; it finishes its last write on its own.
+        self.tx = None;
+    }
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher` (a resumed fetch's verified prefix).
+fn hash_prefix(file: &File, len: u64, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let n = usize::try_from((len - off).min(buf.len() as u64)).unwrap_or(0);
+        file.read_exact_at(&mut buf[..n], off)?;
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
     Ok(())
 }
 
-/// Flushes the partial data so the state written next never vouches for bytes not on disk.
-pub fn sync(f: &File) -> std::io::Result<()> {
-    f.sync_data()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(verified: u64) -> PartialState {
+        PartialState {
+            provider: "anhui".into(),
+            dataset: "d".into(),
+            version: 1,
+            fields: None,
+            content_hash: String::new(),
+            chunk_size: 4,
+            chunks: String::new(),
+            verified,
+        }
+    }
+
+    #[tokio::test]
+    async fn writer_hashes_syncs_and_vouches_for_what_it_wrote_and_resumes_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = Partial::for_output(&dir.path().join("out.bin"));
+        let w = Writer::start(&partial, &state(0), 8).expect("start");
+        for chunk in [&b"abcd"[..], b"efgh", b"ij"] {
+            assert!(w.write(chunk.to_vec()).await);
+        }
+        let done = w.finish().await;
+        assert_eq!(done.verified, 10);
+        assert_eq!(done.whole.expect("hash"), Hash::of(b"abcdefghij"));
+        assert_eq!(partial.load().expect("state saved").verified, 10);
+
+        // A resume after 8 verified bytes: the prefix is hashed from disk, what lies past it is
+        // dropped, and new chunks go after it.
+        let w = Writer::start(&partial, &state(8), 1 << 20).expect("restart");
+        assert!(w.write(b"IJ".to_vec()).await);
+        let done = w.finish().await;
+        assert_eq!(done.whole.expect("hash"), Hash::of(b"abcdefghIJ"));
+        assert_eq!(std::fs::read(&partial.data).expect("read"), b"abcdefghIJ");
+        assert_eq!(partial.load().expect("state saved").verified, 10);
+    }
 }

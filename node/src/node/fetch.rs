@@ -480,76 +480,22 @@ impl Node {
         state.chunk_size = t.chunk_size;
         state.chunks = t.chunks.to_string();
         partial.save(state).map_err(|e| Stop::Fatal(format!("cannot write {}: {e}", partial.state.display())))?;
-        let mut file = partial
-            .open_at(state.verified)
+        let writer = exchange::Writer::start(partial, state, SAVE_EVERY)
             .map_err(|e| Stop::Fatal(format!("cannot write {}: {e}", partial.data.display())))?;
-
-        let first = state.verified / u64::from(t.chunk_size);
-        let mut next = first;
-        let mut inflight = FuturesOrdered::new();
-        let mut since_save = 0u64;
-        let mut index = first;
-        loop {
-            while inflight.len() < WINDOW && next < count {
-                let rpc = wire::Request::Chunk { exchange: t.exchange, index: next }
-                    .encode()
-                    .map_err(|e| Stop::Fatal(e.to_string()))?;
-                let net = self.0.net.clone();
-                inflight.push_back(async move { net.request(peer, rpc).await });
-                next += 1;
-            }
-            let Some(res) = inflight.next().await else { break };
-            let bytes = match res {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = exchange::sync(&file);
-                    let _ = partial.save(state);
-                    return Err(Stop::Retry(e.to_string()));
-                }
-            };
-            let chunk = match wire::Response::decode(&bytes) {
-                Ok(wire::Response::Chunk(c)) => c,
-                Ok(wire::Response::Refused(reason)) => {
-                    partial.discard();
-                    return Err(Stop::Fatal(format!(
-                        "{} stopped the transfer: {reason}; nothing was written to {}",
-                        m.publisher,
-                        out.display()
-                    )));
-                }
-                Ok(other) => return Err(Stop::Fatal(format!("unexpected answer {other:?}"))),
-                Err(e) => return Err(Stop::Fatal(format!("malformed chunk answer: {e}"))),
-            };
-            let expected = table.get(usize::try_from(index).unwrap_or(usize::MAX)).copied().unwrap_or(Hash([0; 32]));
-            if Hash::of(&chunk) != expected {
+        let received = self.receive_chunks(peer, m, &t, &table, state.verified, &writer, out, progress).await;
+        // The writer's account of what is durable is the one the resume state keeps.
+        let written = writer.finish().await;
+        state.verified = written.verified;
+        let failed = |e: std::io::Error| Stop::Fatal(format!("cannot write {}: {e}", partial.data.display()));
+        match received {
+            Ok(()) => {}
+            Err(stop @ Stop::Retry(_)) => return Err(stop),
+            Err(stop @ Stop::Fatal(_)) => {
                 partial.discard();
-                return Err(Stop::Fatal(format!(
-                    "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); nothing was written to {}",
-                    t.exchange,
-                    out.display()
-                )));
-            }
-            exchange::append(&mut file, state.verified, &chunk)
-                .map_err(|e| Stop::Fatal(format!("cannot write {}: {e}", partial.data.display())))?;
-            state.verified += chunk.len() as u64;
-            since_save += chunk.len() as u64;
-            index += 1;
-            if since_save >= SAVE_EVERY {
-                exchange::sync(&file).map_err(|e| Stop::Fatal(e.to_string()))?;
-                partial.save(state).map_err(|e| Stop::Fatal(e.to_string()))?;
-                since_save = 0;
-            }
-            if let Some(p) = progress {
-                let _ = p.try_send(api::Progress { done: state.verified, total: t.size });
+                return Err(stop);
             }
         }
-        drop(file);
-        // The whole, once more, against the signed hash.
-        let whole = {
-            let pdata = Partial { data: partial.data.clone(), state: partial.state.clone() };
-            tokio::task::spawn_blocking(move || pdata.hash()).await.map_err(|e| Stop::Fatal(e.to_string()))?
-        }
-        .map_err(|e| Stop::Fatal(format!("cannot read back {}: {e}", partial.data.display())))?;
+        let whole = written.whole.map_err(failed)?;
         if whole != t.content_hash || state.verified != t.size {
             partial.discard();
             return Err(Stop::Fatal(format!(
@@ -571,6 +517,68 @@ impl Node {
         let receipt = Signed::sign(receipt, &self.0.key).map_err(|e| Stop::Fatal(e.to_string()))?;
         tracing::info!(exchange = %t.exchange, bytes = t.size, out = %out.display(), "fetched and verified");
         Ok((ticket, receipt, signed_req.into_bytes()))
+    }
+
+    /// Asks for chunks `from/chunk_size..` with a window in flight, checks each against the
+    /// table, and queues it for the writer. Returns when every chunk is queued.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive_chunks(
+        &self,
+        peer: libp2p::PeerId,
+        m: &deltafed_protocol::manifest::Manifest,
+        t: &Ticket,
+        table: &[Hash],
+        from: u64,
+        writer: &exchange::Writer,
+        out: &std::path::Path,
+        progress: Option<&mpsc::Sender<api::Progress>>,
+    ) -> Result<(), Stop> {
+        let count = table.len() as u64;
+        let mut next = from / u64::from(t.chunk_size);
+        let mut index = next;
+        let mut done = from;
+        let mut inflight = FuturesOrdered::new();
+        loop {
+            while inflight.len() < WINDOW && next < count {
+                let rpc = wire::Request::Chunk { exchange: t.exchange, index: next }
+                    .encode()
+                    .map_err(|e| Stop::Fatal(e.to_string()))?;
+                let net = self.0.net.clone();
+                inflight.push_back(async move { net.request(peer, rpc).await });
+                next += 1;
+            }
+            let Some(res) = inflight.next().await else { return Ok(()) };
+            let bytes = res.map_err(|e| Stop::Retry(e.to_string()))?;
+            let chunk = match wire::Response::decode(&bytes) {
+                Ok(wire::Response::Chunk(c)) => c,
+                Ok(wire::Response::Refused(reason)) => {
+                    return Err(Stop::Fatal(format!(
+                        "{} stopped the transfer: {reason}; nothing was written to {}",
+                        m.publisher,
+                        out.display()
+                    )));
+                }
+                Ok(other) => return Err(Stop::Fatal(format!("unexpected answer {other:?}"))),
+                Err(e) => return Err(Stop::Fatal(format!("malformed chunk answer: {e}"))),
+            };
+            let expected = table.get(usize::try_from(index).unwrap_or(usize::MAX)).copied().unwrap_or(Hash([0; 32]));
+            if Hash::of(&chunk) != expected {
+                return Err(Stop::Fatal(format!(
+                    "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); nothing was written to {}",
+                    t.exchange,
+                    out.display()
+                )));
+            }
+            done += chunk.len() as u64;
+            if !writer.write(chunk).await {
+                // The writer stopped on a disk error; `finish` reports it.
+                return Ok(());
+            }
+            index += 1;
+            if let Some(p) = progress {
+                let _ = p.try_send(api::Progress { done, total: t.size });
+            }
+        }
     }
 }
 

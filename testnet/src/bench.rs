@@ -7,6 +7,7 @@
 
 mod bulk;
 mod ceiling;
+mod cpu;
 mod footprint;
 mod provenance;
 mod queries;

@@ -305,7 +305,8 @@ impl Writer {
         }
     }
 
-    /// Waits for every queued chunk to be written and synced.
+    /// Waits for every queued chunk to be written and synced. (Dropping a writer instead also
+    /// ends its thread, after its last write.)
     pub async fn finish(mut self) -> Written {
         self.tx = None;
         let thread = self.thread.take();
@@ -314,13 +315,6 @@ impl Writer {
             Ok(Some(Ok(w))) => w,
             _ => Written { verified: 0, whole: Err(std::io::Error::other("the fetch writer thread failed")) },
         }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread; it finishes its last write on its own.
-        self.tx = None;
     }
 }
 

@@ -7,10 +7,13 @@ set -euo pipefail
 need_apt=()
 # libclang itself (libclang.so / libclang-NN.so), not libclang-cpp, which some images ship alone
 # and which bindgen cannot use.
-if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
-  /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
-  need_apt+=(libclang-dev)
-fi
+have_libclang=false
+for pattern in '/usr/lib/llvm-*/lib/libclang.so*' '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' \
+  '/usr/lib/*-linux-gnu/libclang.so*' '/usr/lib/*-linux-gnu/libclang-[0-9]*.so*'; do
+  # One pattern matching is enough (`ls` over all of them failed whenever any one matched nothing).
+  if compgen -G "$pattern" >/dev/null; then have_libclang=true; break; fi
+done
+$have_libclang || need_apt+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 if [ ${#need_apt[@]} -gt 0 ]; then

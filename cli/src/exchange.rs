@@ -34,6 +34,7 @@ pub struct RequestArgs {
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
+    /// The request's id (see `deltafed requests`).
     pub request_id: RequestId,
     /// RFC 3339 time or a duration such as 30d, 12h, 15m (default from the config, 90d).
     #[arg(long)]
@@ -41,6 +42,9 @@ pub struct ApproveArgs {
     /// Most fetches the grant allows.
     #[arg(long)]
     pub max_fetches: Option<u64>,
+    /// Most record queries the grant allows.
+    #[arg(long)]
+    pub max_queries: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +66,9 @@ pub struct GrantArgs {
     /// Most fetches the grant allows.
     #[arg(long)]
     pub max_fetches: Option<u64>,
+    /// Most record queries the grant allows.
+    #[arg(long)]
+    pub max_queries: Option<u64>,
 }
 
 pub fn request(g: &Global, a: RequestArgs) -> Result<ExitCode> {
@@ -109,6 +116,7 @@ pub fn approve(g: &Global, a: ApproveArgs) -> Result<ExitCode> {
         request_id: a.request_id,
         expires: a.expires,
         max_fetches: a.max_fetches,
+        max_queries: a.max_queries,
     })?;
     emit(g.json, &d, || format!("approved {}: grant {}", d.request_id, d.grant_id.clone().unwrap_or_default()))
 }
@@ -126,6 +134,7 @@ pub fn grant(g: &Global, a: GrantArgs) -> Result<ExitCode> {
         fields: split_fields(a.fields),
         expires: a.expires,
         max_fetches: a.max_fetches,
+        max_queries: a.max_queries,
     }))?;
     emit(g.json, &r, || {
         let note = if r.delivered {
@@ -161,8 +170,12 @@ pub fn grants(g: &Global) -> Result<ExitCode> {
                 s += &format!("; fields {}", f.join(","));
             }
             match v.max_fetches {
-                Some(m) => s += &format!("; fetches {}/{m}\n", v.fetches),
-                None => s += &format!("; fetches {}\n", v.fetches),
+                Some(m) => s += &format!("; fetches {}/{m}", v.fetches),
+                None => s += &format!("; fetches {}", v.fetches),
+            }
+            match v.max_queries {
+                Some(m) => s += &format!("; queries {}/{m}\n", v.queries),
+                None => s += &format!("; queries {}\n", v.queries),
             }
         }
         s

@@ -9,9 +9,10 @@
 use std::sync::Mutex;
 
 use deltafed_protocol::access::{AccessRequest, Decision, Grant, Outcome, Revocation};
-use deltafed_protocol::{GrantId, MemberId, Nonce, RequestId, Signed, Timestamp};
+use deltafed_protocol::{GrantId, Hash, MemberId, Nonce, RequestId, Signed, Timestamp};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::policy::{self, Refusal};
 use crate::store::{self, Batch, Cf, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,21 @@ struct GrantRecord {
     revocation: Option<Vec<u8>>,
     fetches: u64,
     delivered: bool,
+    #[serde(default)]
+    queries: u64,
+    #[serde(default)]
+    open: Option<OpenFetch>,
+}
+
+/// The provider's account of the counted fetch under a grant that has not been receipted yet:
+/// resumes continue it, within a bound on the bytes it may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFetch {
+    /// Hash of exactly what the counted fetch delivers.
+    pub content: [u8; 32],
+    pub size: u64,
+    /// Bytes served under it so far, over every resume.
+    pub served: u64,
 }
 
 /// A grant as held, decoded.
@@ -58,23 +74,9 @@ pub struct HeldGrant {
     pub revocation: Option<Signed<Revocation>>,
     pub fetches: u64,
     pub delivered: bool,
-}
-
-impl HeldGrant {
-    /// Why this grant does not authorise a fetch now, if it does not.
-    pub fn refusal(&self, now: Timestamp) -> Option<String> {
-        let g = self.grant.body();
-        if let Some(r) = &self.revocation {
-            return Some(format!("grant {} was revoked at {}: {}", g.id, r.body().time, r.body().reason));
-        }
-        if now < g.not_before {
-            return Some(format!("grant {} is not valid before {}", g.id, g.not_before));
-        }
-        if now >= g.expires {
-            return Some(format!("grant {} expired at {}", g.id, g.expires));
-        }
-        None
-    }
+    /// Record queries answered (provider) or made (grantee) under it.
+    pub queries: u64,
+    pub open: Option<OpenFetch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +123,8 @@ pub struct Access {
 const NONCE_PREFIX: &[u8] = b"n/";
 /// How often expired nonces are dropped.
 const NONCE_SWEEP_MS: u64 = 60_000;
+/// Expired nonces dropped per write while sweeping.
+const NONCE_SWEEP_BATCH: usize = 4096;
 
 impl Access {
     pub fn new(store: Store) -> Access {
@@ -139,6 +143,8 @@ impl Access {
             revocation: rec.revocation.as_deref().map(Signed::from_trusted_bytes).transpose().map_err(corrupt)?,
             fetches: rec.fetches,
             delivered: rec.delivered,
+            queries: rec.queries,
+            open: rec.open,
         })
     }
 
@@ -157,7 +163,15 @@ impl Access {
         if self.grant_record(&g.body().id)?.is_some() {
             return Ok(false);
         }
-        let rec = GrantRecord { grant: g.as_bytes().to_vec(), role, revocation: None, fetches: 0, delivered };
+        let rec = GrantRecord {
+            grant: g.as_bytes().to_vec(),
+            role,
+            revocation: None,
+            fetches: 0,
+            delivered,
+            queries: 0,
+            open: None,
+        };
         self.put_grant_record(&g.body().id, &rec)?;
         Ok(true)
     }
@@ -196,19 +210,78 @@ impl Access {
         Ok(true)
     }
 
-    /// Counts one fetch under `id`, refusing when the grant's maximum is reached.
-    pub fn count_fetch(&self, id: &GrantId) -> Result<Result<u64, String>, Error> {
+    /// Reads, decides on and rewrites one grant record under the write lock. `f` answers with
+    /// a refusal to leave the record as it was.
+    fn update_grant<T>(
+        &self,
+        id: &GrantId,
+        f: impl FnOnce(&HeldGrant, &mut GrantRecord) -> Result<T, Refusal>,
+    ) -> Result<Result<T, Refusal>, Error> {
         let _w = self.guard();
-        let Some(mut rec) = self.grant_record(id)? else { return Ok(Err(format!("no grant {id}"))) };
+        let Some(mut rec) = self.grant_record(id)? else {
+            return Ok(Err(Refusal::GrantNotHeld { grant: *id }));
+        };
         let held = Self::decode_grant(rec.clone())?;
-        if let Some(max) = held.grant.body().max_fetches
-            && rec.fetches >= max
-        {
-            return Ok(Err(format!("grant {id} allows {max} fetch(es) and all were used")));
+        match f(&held, &mut rec) {
+            Ok(v) => {
+                self.put_grant_record(id, &rec)?;
+                Ok(Ok(v))
+            }
+            Err(r) => Ok(Err(r)),
         }
-        rec.fetches += 1;
-        self.put_grant_record(id, &rec)?;
-        Ok(Ok(rec.fetches))
+    }
+
+    /// Provider: counts a fresh fetch of `content` (`size` bytes) under `id`, within the grant's
+    /// budget, and opens it for resumes until its receipt.
+    pub fn count_fetch(&self, id: &GrantId, content: &Hash, size: u64) -> Result<Result<u64, Refusal>, Error> {
+        self.update_grant(id, |held, rec| {
+            policy::fetch_budget(held.grant.body(), rec.fetches)?;
+            rec.fetches += 1;
+            rec.open = Some(OpenFetch { content: content.0, size, served: 0 });
+            Ok(rec.fetches)
+        })
+    }
+
+    /// Provider: a resume of the counted fetch under `id`, which must deliver the same `content`.
+    pub fn resume_fetch(&self, id: &GrantId, content: &Hash) -> Result<Result<(), Refusal>, Error> {
+        self.update_grant(id, |held, _| policy::resume(held.grant.body(), held.open.as_ref(), content))
+    }
+
+    /// Provider: `bytes` more are leaving under the counted fetch of `id`.
+    pub fn serve_bytes(&self, id: &GrantId, bytes: u64) -> Result<Result<(), Refusal>, Error> {
+        self.update_grant(id, |held, rec| {
+            if let Some(open) = policy::serve_more(held.grant.body(), held.open.as_ref(), bytes)? {
+                rec.open = Some(open);
+            }
+            Ok(())
+        })
+    }
+
+    /// Provider: the requester receipted the fetch under `id`; resumes of it end.
+    pub fn close_fetch(&self, id: &GrantId) -> Result<(), Error> {
+        let _ = self.update_grant(id, |_, rec| {
+            rec.open = None;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Grantee: one more fetch was received under `id` (so `deltafed grants` shows use on both sides).
+    pub fn count_received(&self, id: &GrantId) -> Result<(), Error> {
+        let _ = self.update_grant(id, |_, rec| {
+            rec.fetches += 1;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Counts one record query under `id`, within the grant's query budget (both sides count).
+    pub fn count_query(&self, id: &GrantId) -> Result<Result<u64, Refusal>, Error> {
+        self.update_grant(id, |held, rec| {
+            policy::query_budget(held.grant.body(), rec.queries)?;
+            rec.queries += 1;
+            Ok(rec.queries)
+        })
     }
 
     /// Keeps an access request; false when it is already held.
@@ -289,24 +362,37 @@ impl Access {
         Ok(true)
     }
 
-    fn forget_nonces(&self, before: Timestamp) -> Result<(), Error> {
-        let mut b = Batch::default();
-        let mut n = 0;
-        for (k, _) in self.store.scan_prefix_limit(Cf::Nonces, b"t/", 256)? {
-            let (Some(t), Some(nonce)) = (k.get(2..10), k.get(10..26)) else { continue };
-            let t = u64::from_be_bytes(t.try_into().unwrap_or([0; 8]));
-            if t >= before.0 {
-                break;
+    /// Drops every nonce older than `before`, in batches, so the table never outgrows the
+    /// skew window whatever the request rate (a sweep bounded by count fell behind above a few
+    /// requests per second).
+    fn forget_nonces(&self, before: Timestamp) -> Result<usize, Error> {
+        let mut total = 0;
+        loop {
+            let mut b = Batch::default();
+            let mut n = 0;
+            let mut done = true;
+            for (k, _) in self.store.scan_prefix_limit(Cf::Nonces, b"t/", NONCE_SWEEP_BATCH)? {
+                let (Some(t), Some(nonce)) = (k.get(2..10), k.get(10..26)) else { continue };
+                let t = u64::from_be_bytes(t.try_into().unwrap_or([0; 8]));
+                if t >= before.0 {
+                    break;
+                }
+                let mut nk = NONCE_PREFIX.to_vec();
+                nk.extend_from_slice(nonce);
+                b.delete(Cf::Nonces, nk).delete(Cf::Nonces, k.clone());
+                n += 1;
             }
-            let mut nk = NONCE_PREFIX.to_vec();
-            nk.extend_from_slice(nonce);
-            b.delete(Cf::Nonces, nk).delete(Cf::Nonces, k.clone());
-            n += 1;
+            if n == NONCE_SWEEP_BATCH {
+                done = false;
+            }
+            if n > 0 {
+                self.store.write(b)?;
+            }
+            total += n;
+            if done {
+                return Ok(total);
+            }
         }
-        if n > 0 {
-            self.store.write(b)?;
-        }
-        Ok(())
     }
 }
 
@@ -314,4 +400,28 @@ impl Access {
 pub fn involves(g: &HeldGrant, member: &MemberId) -> bool {
     let b = g.grant.body();
     &b.grantee == member || &b.provider == member
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Far more nonces than one sweep batch expire; a single sweep drops them all.
+    #[test]
+    fn a_sweep_drops_every_expired_nonce() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let access = Access::new(Store::open(&dir.path().join("db")).expect("store"));
+        let n = 3 * NONCE_SWEEP_BATCH + 7;
+        for i in 0..n {
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            // Spread over the first second; the sweep threshold stays at zero, so nothing goes.
+            assert!(access.use_nonce(&Nonce(nonce), Timestamp(1 + i as u64 % 1000), Timestamp(0)).expect("use"));
+        }
+        let left = || access.store.scan_prefix(Cf::Nonces, b"t/").expect("scan").len();
+        assert_eq!(left(), n);
+        assert_eq!(access.forget_nonces(Timestamp(10_000)).expect("sweep"), n);
+        assert_eq!(left(), 0, "every expired nonce is gone after one sweep");
+        assert!(access.store.scan_prefix(Cf::Nonces, NONCE_PREFIX).expect("scan").is_empty());
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod client;
+mod dispatch;
 mod server;
 
 pub use server::{bind, serve};

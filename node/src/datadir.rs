@@ -43,6 +43,11 @@ impl DataDir {
         self.root.join("admin.sock")
     }
 
+    /// The state of unfinished fetches (where each partial download stands).
+    pub fn partial(&self) -> PathBuf {
+        self.root.join("partial")
+    }
+
     /// Held (flock) by the running node, so two nodes never share a data dir.
     pub fn lock(&self) -> PathBuf {
         self.root.join("node.lock")

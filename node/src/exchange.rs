@@ -71,6 +71,8 @@ pub struct Serving {
     pub file: Arc<File>,
     pub size: u64,
     pub chunk_size: u32,
+    /// The first chunk the ticket covers (its resume offset, in chunks).
+    pub first_chunk: u64,
     /// Keeps a projected delivery's temporary file alive while it is served.
     pub _projection: Option<Arc<tempfile::NamedTempFile>>,
     last_used: Instant,
@@ -85,6 +87,7 @@ impl Serving {
         dataset: DatasetRef,
         file: Arc<File>,
         size: u64,
+        offset: u64,
         projection: Option<Arc<tempfile::NamedTempFile>>,
     ) -> Serving {
         Serving {
@@ -94,6 +97,7 @@ impl Serving {
             file,
             size,
             chunk_size: CHUNK_SIZE,
+            first_chunk: offset / u64::from(CHUNK_SIZE),
             _projection: projection,
             last_used: Instant::now(),
             next_slot: Instant::now(),
@@ -114,6 +118,7 @@ pub struct ChunkSource {
     pub file: Arc<File>,
     pub size: u64,
     pub chunk_size: u32,
+    pub first_chunk: u64,
 }
 
 impl Exchanges {
@@ -142,6 +147,7 @@ impl Exchanges {
             file: s.file.clone(),
             size: s.size,
             chunk_size: s.chunk_size,
+            first_chunk: s.first_chunk,
         })
     }
 
@@ -161,12 +167,17 @@ impl Exchanges {
         self.lock().get(id).map(|s| s.dataset.unversioned())
     }
 
+    /// The grant an exchange in progress runs under.
+    pub fn grant_of(&self, id: &ExchangeId) -> Option<GrantId> {
+        self.lock().get(id).and_then(|s| s.grant)
+    }
+
     pub fn remove(&self, id: &ExchangeId) {
         self.lock().remove(id);
     }
 }
 
-/// What a requester knows about an unfinished fetch, kept beside its partial file.
+/// What a requester knows about an unfinished fetch, kept in the node's data dir.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartialState {
     pub provider: String,
@@ -180,28 +191,61 @@ pub struct PartialState {
     pub verified: u64,
 }
 
-/// The requester's partial download of `out`: `.NAME.deltafed-partial` and its state file, in
-/// the same directory as `out` so the final rename is atomic.
+/// The requester's partial download of `out`. The data, `.NAME.deltafed-partial`, sits in the
+/// same directory as `out` so the final rename is atomic; the state that vouches for it lives in
+/// the data dir (`partial/`), where only the node writes, so nothing planted beside `out` can
+/// tell a resume what it has. The data file is opened without following symlinks and must be a
+/// plain file of the node's own user with one link; anything else there is never written to.
 pub struct Partial {
     pub data: PathBuf,
     pub state: PathBuf,
+    /// The uid that owns the node's data dir (and so every file the node writes).
+    owner: u32,
 }
 
 impl Partial {
-    pub fn for_output(out: &Path) -> Partial {
+    /// `state_dir` is the data dir's `partial/` directory; `owner` the data dir's owner.
+    pub fn for_output(out: &Path, state_dir: &Path, owner: u32) -> Partial {
         let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "fetch".into());
+        let absolute = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+        let id = Hash::of(absolute.as_os_str().as_encoded_bytes());
         Partial {
             data: dir.join(format!(".{name}.deltafed-partial")),
-            state: dir.join(format!(".{name}.deltafed-partial.json")),
+            state: state_dir.join(format!("{id}.json")),
+            owner,
         }
+    }
+
+    /// Whether the data file is one this node may have written: a regular file (not a symlink)
+    /// of the node's user with a single link. `Ok(false)`: absent.
+    fn data_is_ours(&self) -> std::io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::symlink_metadata(&self.data) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !meta.file_type().is_file() || meta.nlink() != 1 || meta.uid() != self.owner {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not a file this node wrote (a symlink, a hard link or another user's file); remove it or choose another --out",
+                    self.data.display()
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     /// The saved state, if any and readable, with the partial data truncated to what it vouches for.
     pub fn load(&self) -> Option<PartialState> {
         let text = std::fs::read_to_string(&self.state).ok()?;
         let st: PartialState = serde_json::from_str(&text).ok()?;
-        let len = std::fs::metadata(&self.data).ok()?.len();
+        if !self.data_is_ours().ok()? {
+            return None;
+        }
+        let len = std::fs::symlink_metadata(&self.data).ok()?.len();
         if len < st.verified {
             return None;
         }
@@ -209,10 +253,14 @@ impl Partial {
     }
 
     pub fn save(&self, st: &PartialState) -> std::io::Result<()> {
+        if let Some(dir) = self.state.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let text = serde_json::to_vec(st).map_err(std::io::Error::other)?;
         crate::rosterfile::write_atomic(&self.state, &text)
     }
 
+    /// Forgets the partial download. Removing a planted symlink removes the link, not its target.
     pub fn discard(&self) {
         let _ = std::fs::remove_file(&self.data);
         let _ = std::fs::remove_file(&self.state);
@@ -220,14 +268,33 @@ impl Partial {
 
     /// Opens the partial data for appending after `verified` bytes (anything past it is dropped).
     pub fn open_at(&self, verified: u64) -> std::io::Result<File> {
-        let f = std::fs::OpenOptions::new().create(true).write(true).read(true).truncate(false).open(&self.data)?;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let existed = self.data_is_ours()?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).read(true).truncate(false).custom_flags(libc::O_NOFOLLOW).mode(0o600);
+        // A fresh download creates its file, and refuses one that appeared meanwhile.
+        if existed {
+            opts.create(false)
+        } else {
+            opts.create_new(true)
+        };
+        let f = opts.open(&self.data)?;
+        let meta = f.metadata()?;
+        if !meta.file_type().is_file() || meta.nlink() != 1 || meta.uid() != self.owner {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{} changed while it was opened; remove it and fetch again", self.data.display()),
+            ));
+        }
         f.set_len(verified)?;
         Ok(f)
     }
 
     /// Moves the verified data to `out` (atomic within the directory) and forgets the state.
+    /// The rename replaces whatever name `out` was (a symlink there is replaced, not followed).
     pub fn finish(&self, out: &Path) -> std::io::Result<()> {
-        File::open(&self.data)?.sync_all()?;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&self.data)?.sync_all()?;
         std::fs::rename(&self.data, out)?;
         if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
@@ -263,7 +330,7 @@ impl Writer {
     pub fn start(partial: &Partial, state: &PartialState, save_every: u64) -> std::io::Result<Writer> {
         let file = partial.open_at(state.verified)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-        let partial = Partial { data: partial.data.clone(), state: partial.state.clone() };
+        let partial = Partial { data: partial.data.clone(), state: partial.state.clone(), owner: partial.owner };
         let mut state = state.clone();
         let thread = std::thread::Builder::new().name("fetch-writer".into()).spawn(move || {
             let mut hasher = blake3::Hasher::new();
@@ -348,10 +415,41 @@ mod tests {
         }
     }
 
+    fn owner(dir: &tempfile::TempDir) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.path()).expect("meta").uid()
+    }
+
+    fn for_test(dir: &tempfile::TempDir) -> Partial {
+        Partial::for_output(&dir.path().join("out.bin"), &dir.path().join("state"), owner(dir))
+    }
+
+    /// A symlink or a hard link planted where the partial file goes is never written through.
+    #[test]
+    fn planted_links_are_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let partial = for_test(&dir);
+        std::os::unix::fs::symlink(&victim, &partial.data).expect("symlink");
+        assert!(partial.open_at(0).is_err(), "a symlink is refused");
+        assert!(partial.load().is_none());
+        partial.discard();
+        std::fs::hard_link(&victim, &partial.data).expect("hard link");
+        assert!(partial.open_at(0).is_err(), "a hard link is refused");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious", "the target is untouched");
+        std::fs::remove_file(&partial.data).expect("remove");
+        assert!(partial.open_at(0).is_ok(), "a fresh file is created");
+        let out = dir.path().join("out.bin");
+        std::os::unix::fs::symlink(&victim, &out).expect("symlink at out");
+        partial.finish(&out).expect("finish");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious", "the rename replaced the link, not its target");
+    }
+
     #[tokio::test]
     async fn writer_hashes_syncs_and_vouches_for_what_it_wrote_and_resumes_after_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let partial = Partial::for_output(&dir.path().join("out.bin"));
+        let partial = for_test(&dir);
         let w = Writer::start(&partial, &state(0), 8).expect("start");
         for chunk in [&b"abcd"[..], b"efgh", b"ij"] {
             assert!(w.write(chunk.to_vec()).await);

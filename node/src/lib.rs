@@ -11,14 +11,17 @@ pub mod catalog;
 pub mod config;
 pub mod datadir;
 pub mod exchange;
+pub mod format;
 pub mod identity;
 pub mod keyfile;
 pub mod keyindex;
 pub mod net;
 pub mod node;
 pub mod outbox;
+pub mod policy;
 pub mod provenance;
 pub mod rosterfile;
+pub mod rpc;
 pub mod store;
 
 pub use config::Config;

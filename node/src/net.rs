@@ -14,17 +14,20 @@ mod behaviour;
 pub mod codec;
 mod event_loop;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use deltafed_protocol::MemberId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId, SwarmBuilder, gossipsub, tcp, tls, yamux};
-use tokio::sync::{mpsc, oneshot};
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, Transport as _, gossipsub, tcp, tls, yamux};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use event_loop::EventLoop;
+
+/// Longest a TCP connection may take from accept to an authenticated, multiplexed connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Queue lengths between the event loop and the rest of the node.
 const COMMAND_QUEUE: usize = 256;
@@ -93,6 +96,7 @@ pub enum Event {
 #[derive(Clone)]
 pub struct NetHandle {
     tx: mpsc::Sender<Command>,
+    connected: watch::Receiver<BTreeSet<PeerId>>,
 }
 
 impl NetHandle {
@@ -128,6 +132,28 @@ impl NetHandle {
         self.send(Command::Respond { channel, data }).await
     }
 
+    /// Whether `peer` (a member) is connected now.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected.borrow().contains(peer)
+    }
+
+    /// Waits until `peer` is connected (`true`) or `limit` passes (`false`). Cancel-safe.
+    pub async fn wait_connected(&self, peer: PeerId, limit: Duration) -> bool {
+        let mut rx = self.connected.clone();
+        matches!(tokio::time::timeout(limit, rx.wait_for(|c| c.contains(&peer))).await, Ok(Ok(_)))
+    }
+
+    /// Waits until `peer` is not connected (`true`) or `limit` passes (`false`). Cancel-safe.
+    pub async fn wait_disconnected(&self, peer: PeerId, limit: Duration) -> bool {
+        let mut rx = self.connected.clone();
+        matches!(tokio::time::timeout(limit, rx.wait_for(|c| !c.contains(&peer))).await, Ok(Ok(_)))
+    }
+
+    /// The members connected now.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.connected.borrow().iter().copied().collect()
+    }
+
     /// Sends an RPC request to a connected member and waits for its response.
     pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, Error> {
         let (reply, rx) = oneshot::channel();
@@ -156,9 +182,18 @@ pub fn new(
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let mut swarm = SwarmBuilder::with_existing_identity(settings.key.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), tls::Config::new, yamux::Config::default)
-        .map_err(|e| setup(&e))?
         .with_quic()
+        // TCP is built by hand for one thing `with_tcp` lacks: a bound on the whole upgrade (TLS
+        // and yamux). Without it an idle socket holds a pending-connection slot for as long as
+        // the peer likes, and a handful of them from a non-member lock members out.
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(tls::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .timeout(HANDSHAKE_TIMEOUT))
+        })
+        .map_err(|e| setup(&e))?
         .with_dns()
         .map_err(|e| setup(&e))?
         .with_behaviour(|key| behaviour::build(key, &topic, max_members))
@@ -172,7 +207,16 @@ pub fn new(
     }
     let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-    let event_loop =
-        EventLoop::new(swarm, commands, events_tx, topic, settings.members, settings.max_redial_interval, shutdown);
-    Ok((NetHandle { tx }, events, event_loop))
+    let (connected_tx, connected) = watch::channel(BTreeSet::new());
+    let event_loop = EventLoop::new(
+        swarm,
+        commands,
+        events_tx,
+        topic,
+        settings.members,
+        settings.max_redial_interval,
+        connected_tx,
+        shutdown,
+    );
+    Ok((NetHandle { tx, connected }, events, event_loop))
 }

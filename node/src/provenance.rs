@@ -23,6 +23,7 @@
 
 mod link;
 mod query;
+pub mod record;
 #[cfg(test)]
 mod tests;
 mod verify;

@@ -68,6 +68,10 @@ pub struct Grant {
     pub max_fetches: Option<u64>,
     /// The access request this grant answers, if any.
     pub request: Option<RequestId>,
+    /// Most record queries under this grant. Absent (not null) when unlimited, so grants
+    /// without a query budget keep the encoding they always had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queries: Option<u64>,
 }
 
 impl Grant {

@@ -79,6 +79,7 @@ fn grant() -> Grant {
         not_before: T0,
         expires: Timestamp(T0.0 + 90 * 86_400_000),
         max_fetches: Some(3),
+        max_queries: None,
         request: None,
     }
 }
@@ -455,9 +456,9 @@ fn arb_text() -> impl Strategy<Value = String> {
 
 prop_compose! {
     fn arb_grant()(purpose in arb_text(), fields in proptest::option::of(proptest::collection::vec("[a-z_]{1,12}", 0..6)),
-                   nb in 0u64..u64::MAX / 2, span in 0u64..u64::MAX / 2, max in proptest::option::of(any::<u64>()),
-                   id in any::<[u8; 16]>()) -> Grant {
-        Grant { purpose, fields, not_before: Timestamp(nb), expires: Timestamp(nb + span), max_fetches: max, id: GrantId(id), ..grant() }
+                   nb in 0u64..Timestamp::MAX.0 / 2, span in 0u64..Timestamp::MAX.0 / 2, max in proptest::option::of(any::<u64>()),
+                   queries in proptest::option::of(any::<u64>()), id in any::<[u8; 16]>()) -> Grant {
+        Grant { purpose, fields, not_before: Timestamp(nb), expires: Timestamp(nb + span), max_fetches: max, max_queries: queries, id: GrantId(id), ..grant() }
     }
 }
 

@@ -41,6 +41,8 @@ pub enum Request {
         request_id: RequestId,
         expires: Option<String>,
         max_fetches: Option<u64>,
+        #[serde(default)]
+        max_queries: Option<u64>,
     },
     Deny {
         request_id: RequestId,
@@ -83,6 +85,8 @@ pub struct GrantRequest {
     /// RFC 3339 time or a duration (`30d`); default from the config.
     pub expires: Option<String>,
     pub max_fetches: Option<u64>,
+    #[serde(default)]
+    pub max_queries: Option<u64>,
 }
 
 /// Sent before the final reply of long operations.
@@ -116,6 +120,9 @@ pub struct Reply {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On errors: `refused`, `not_found`, `invalid`, `unavailable` or `internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +300,8 @@ pub struct GrantView {
     pub expires_at: String,
     pub max_fetches: Option<u64>,
     pub fetches: u64,
+    pub max_queries: Option<u64>,
+    pub queries: u64,
     pub revoked: bool,
     pub revoked_reason: Option<String>,
     /// `issued` (we are the provider) or `received`.

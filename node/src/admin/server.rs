@@ -11,14 +11,20 @@ use tokio_util::task::TaskTracker;
 use super::api::{MAX_REQUEST_LINE, Reply, Request};
 use crate::node::Node;
 
-/// Binds the socket with mode 0600. A leftover socket file is removed first: the caller holds
-/// the data dir lock, so no other node can be using it.
+/// Binds the socket with mode 0600. It is bound inside a fresh directory only this user can
+/// enter, given its mode there, and only then renamed into place: no one else can connect in
+/// the moment between bind and chmod. A leftover socket file is replaced: the caller holds the
+/// data dir lock, so no other node can be using it.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let private = tempfile::Builder::new()
+        .prefix(".admin-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)?;
+    let staged = private.path().join("admin.sock");
+    let listener = UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staged, path)?;
     Ok(listener)
 }
 
@@ -72,11 +78,11 @@ async fn connection(stream: UnixStream, node: Node, shutdown: CancellationToken)
                 loop {
                     tokio::select! {
                         res = &mut op => break match res {
-                            Ok(result) => Reply { ok: true, progress: None, result: Some(result), error: None },
-                            Err(e) => Reply { ok: false, progress: None, result: None, error: Some(e) },
+                            Ok(result) => Reply { ok: true, progress: None, result: Some(result), error: None, kind: None },
+                            Err(e) => Reply { ok: false, progress: None, result: None, kind: Some(e.kind().into()), error: Some(e.to_string()) },
                         },
                         Some(p) = rx.recv() => {
-                            let line = Reply { ok: true, progress: Some(p), result: None, error: None };
+                            let line = Reply { ok: true, progress: Some(p), result: None, error: None, kind: None };
                             if write_line(&mut write, &line).await.is_err() {
                                 return;
                             }
@@ -84,9 +90,13 @@ async fn connection(stream: UnixStream, node: Node, shutdown: CancellationToken)
                     }
                 }
             }
-            Err(e) => {
-                Reply { ok: false, progress: None, result: None, error: Some(format!("malformed admin request: {e}")) }
-            }
+            Err(e) => Reply {
+                ok: false,
+                progress: None,
+                result: None,
+                error: Some(format!("malformed admin request: {e}")),
+                kind: Some("invalid".into()),
+            },
         };
         if write_line(&mut write, &reply).await.is_err() {
             return;

@@ -11,6 +11,9 @@ use libp2p::{allow_block_list, connection_limits, gossipsub, identity::Keypair, 
 
 use deltafed_protocol::wire::MAX_GOSSIP_SIZE;
 
+/// Fewest pending inbound connections allowed, whatever the federation's size.
+const MIN_PENDING_INCOMING: u32 = 64;
+
 use super::codec::{Codec, PROTOCOL};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -68,7 +71,9 @@ pub fn build(key: &Keypair, topic: &gossipsub::IdentTopic, max_members: u32) -> 
     );
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established_per_peer(Some(4))
-        .with_max_pending_incoming(Some(max_members.saturating_mul(2)))
+        // Pending connections are bounded in time (the transport's handshake timeout) as well as
+        // in number; the number leaves room for every member while strangers hold slots.
+        .with_max_pending_incoming(Some(max_members.saturating_mul(4).max(MIN_PENDING_INCOMING)))
         .with_max_established_incoming(Some(max_members.saturating_mul(4)));
     Ok(Behaviour {
         members: allow_block_list::Behaviour::default(),

@@ -1,7 +1,7 @@
 //! The task that owns the swarm: one `select!` over swarm events, commands, the redial timer
 //! and shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,7 +10,7 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -35,10 +35,14 @@ pub struct EventLoop {
     listen: Vec<Multiaddr>,
     /// When each connected member's first connection was established.
     up_since: HashMap<PeerId, Instant>,
+    /// The members connected now, published for whoever waits on connectivity.
+    connected: watch::Sender<BTreeSet<PeerId>>,
     shutdown: CancellationToken,
 }
 
 impl EventLoop {
+    // Each argument is one distinct channel or setting handed over once by `net::new`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
@@ -46,6 +50,7 @@ impl EventLoop {
         topic: gossipsub::IdentTopic,
         members: Members,
         max_redial: Duration,
+        connected: watch::Sender<BTreeSet<PeerId>>,
         shutdown: CancellationToken,
     ) -> EventLoop {
         let mut lp = EventLoop {
@@ -59,6 +64,7 @@ impl EventLoop {
             pending: HashMap::new(),
             listen: Vec::new(),
             up_since: HashMap::new(),
+            connected,
             shutdown,
         };
         lp.set_members(members);
@@ -217,6 +223,9 @@ impl EventLoop {
                     && num_established.get() == 1
                 {
                     tracing::info!(member = %m.member, addr = %endpoint.get_remote_address(), "member connected");
+                    self.connected.send_modify(|c| {
+                        c.insert(peer_id);
+                    });
                     self.emit(Event::MemberConnected { peer: peer_id });
                 }
             }
@@ -225,6 +234,9 @@ impl EventLoop {
             {
                 let cause = cause.map(|c| c.to_string()).unwrap_or_else(|| "closed".into());
                 tracing::info!(peer = %peer_id, %cause, "member disconnected");
+                self.connected.send_modify(|c| {
+                    c.remove(&peer_id);
+                });
                 let lived = self.up_since.remove(&peer_id).map(|t| t.elapsed()).unwrap_or_default();
                 let now = Instant::now();
                 let entry = self.redial.entry(peer_id).or_insert((now, FIRST_REDIAL));

@@ -6,16 +6,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deltafed_protocol::provenance::Checkpoint;
-use deltafed_protocol::wire::{self, Delivery};
+use deltafed_protocol::wire::Delivery;
 use deltafed_protocol::{DatasetRef, MemberId, Signed, Timestamp};
 use libp2p::PeerId;
 use tokio_util::sync::CancellationToken;
 
-use super::{Node, now};
+use super::{Error, Node, now};
 use crate::provenance::{EntryView, Filter, VerifyReport};
 
 /// How often the log head is checkpointed (when it moved).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// How long sending one checkpoint to every connected member may take in all.
+const CHECKPOINT_SEND_LIMIT: Duration = Duration::from_secs(5);
 
 pub(super) async fn checkpoints(node: Node, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -39,9 +41,11 @@ impl Node {
                 return;
             }
         };
-        let Ok(st) = self.0.net.status().await else { return };
-        for c in st.connected {
-            self.send_checkpoint(c.peer, &cp).await;
+        // Sent to everyone at once, and bounded as a whole: one member that does not answer
+        // must not hold up the rest, nor a shutdown.
+        let sends = self.0.net.connected().into_iter().map(|peer| self.send_checkpoint(peer, &cp)).collect::<Vec<_>>();
+        if tokio::time::timeout(CHECKPOINT_SEND_LIMIT, futures::future::join_all(sends)).await.is_err() {
+            tracing::warn!("some members did not acknowledge the checkpoint within {CHECKPOINT_SEND_LIMIT:?}");
         }
     }
 
@@ -58,36 +62,34 @@ impl Node {
     }
 
     async fn send_checkpoint(&self, peer: PeerId, cp: &Signed<Checkpoint>) {
-        let Ok(req) = wire::Request::Deliver(Delivery::Checkpoint(cp.as_bytes().to_vec())).encode() else { return };
-        match self.0.net.request(peer, req).await.map(|b| wire::Response::decode(&b)) {
-            Ok(Ok(wire::Response::Ack)) => {}
-            Ok(Ok(wire::Response::Refused(reason))) => tracing::warn!(%peer, %reason, "a peer refused our checkpoint"),
-            other => tracing::debug!(%peer, ?other, "checkpoint not delivered"),
+        match self.0.net.deliver(peer, Delivery::Checkpoint(cp.as_bytes().to_vec())).await {
+            Ok(()) => {}
+            Err(crate::rpc::Error::Refused(reason)) => tracing::warn!(%peer, %reason, "a peer refused our checkpoint"),
+            Err(e) => tracing::debug!(%peer, error = %e, "checkpoint not delivered"),
         }
     }
 
-    pub(super) fn provenance_list(
+    pub fn provenance_list(
         &self,
         dataset: Option<DatasetRef>,
         peer: Option<MemberId>,
         since: Option<String>,
         limit: Option<usize>,
-    ) -> Result<Vec<EntryView>, String> {
-        let since =
-            since.map(|s| Timestamp::parse_at_or_before(&s, now()).map_err(|e| format!("--since: {e}"))).transpose()?;
-        self.0.provenance.query(&Filter { dataset, peer, since, limit }).map_err(|e| e.to_string())
+    ) -> Result<Vec<EntryView>, Error> {
+        let since = since
+            .map(|s| {
+                Timestamp::parse_at_or_before(&s, now()).map_err(|e| Error::invalid("--since", format!("--since: {e}")))
+            })
+            .transpose()?;
+        Ok(self.0.provenance.query(&Filter { dataset, peer, since, limit })?)
     }
 
     /// Verifies the log, including against the copies of our checkpoints that connected members hold.
-    pub(super) async fn provenance_verify(&self) -> Result<VerifyReport, String> {
+    pub async fn provenance_verify(&self) -> Result<VerifyReport, Error> {
         let me = self.0.member.clone();
         let mut witnessed = Vec::new();
-        let st = self.0.net.status().await.map_err(|e| e.to_string())?;
-        for c in st.connected {
-            let Ok(req) = wire::Request::WitnessOf { member: me.clone() }.encode() else { continue };
-            if let Ok(Ok(wire::Response::Witnesses(list))) =
-                self.0.net.request(c.peer, req).await.map(|b| wire::Response::decode(&b))
-            {
+        for peer in self.0.net.connected() {
+            if let Ok(list) = self.0.net.witnesses_of(peer, me.clone()).await {
                 let roster = self.roster();
                 for b in list {
                     if let Ok(cp) = Signed::<Checkpoint>::decode_from_member(&b, &roster.roster)
@@ -99,18 +101,15 @@ impl Node {
             }
         }
         let prov = self.0.provenance.clone();
-        tokio::task::spawn_blocking(move || prov.verify(&witnessed))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        Ok(tokio::task::spawn_blocking(move || prov.verify(&witnessed)).await??)
     }
 
-    pub(super) async fn provenance_export(&self, out: PathBuf) -> Result<crate::admin::api::Exported, String> {
+    /// Writes the export to `out`; returns the number of entries.
+    pub async fn provenance_export(&self, out: PathBuf) -> Result<u64, Error> {
         let prov = self.0.provenance.clone();
-        let path = out.clone();
-        let entries =
-            tokio::task::spawn_blocking(move || export_to(&prov, &path)).await.map_err(|e| e.to_string())??;
-        Ok(crate::admin::api::Exported { out: out.display().to_string(), entries })
+        tokio::task::spawn_blocking(move || export_to(&prov, &out))
+            .await?
+            .map_err(|e| Error::internal("exporting the provenance log", e))
     }
 }
 

@@ -18,6 +18,9 @@ pub struct EntryView {
     pub kind: String,
     /// `MEMBER/DATASET`, without the version.
     pub dataset: Option<String>,
+    /// The dataset version the entry names, when it names one.
+    #[serde(default)]
+    pub version: Option<u64>,
     pub peer: Option<String>,
     pub exchange_id: Option<String>,
     /// The entry hash (what the next entry's `prev` and checkpoints refer to).
@@ -25,6 +28,10 @@ pub struct EntryView {
     pub prev: String,
     pub note: String,
     pub objects: Vec<ObjectView>,
+    /// Export only: the entry's exact canonical encoding, hex, from which `hash` is recomputed
+    /// (docs/audit.md says how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
 }
 
 /// A signed object an entry carries.
@@ -141,7 +148,9 @@ impl Provenance {
             let mut line = || -> Result<(), Error> {
                 let seq =
                     seq_of_key(k).ok_or_else(|| Error::BadKey { cf: Cf::Provenance.name(), key: hex::encode(k) })?;
-                serde_json::to_writer(&mut out, &view(decode_entry(seq, v)?, v))?;
+                let mut line = view(decode_entry(seq, v)?, v);
+                line.raw = Some(hex::encode(v));
+                serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
                 Ok(())
             };
@@ -191,6 +200,7 @@ fn view(e: Entry, bytes: &[u8]) -> EntryView {
         seq: e.seq,
         time: e.time.to_string(),
         kind: e.kind.as_str().to_string(),
+        version: e.dataset.as_ref().and_then(|d| d.version),
         dataset: e.dataset.map(|d| d.unversioned().to_string()),
         peer: e.peer.map(|p| p.to_string()),
         exchange_id: e.exchange.map(|x| x.to_string()),
@@ -202,5 +212,6 @@ fn view(e: Entry, bytes: &[u8]) -> EntryView {
             .into_iter()
             .map(|o| ObjectView { kind: o.kind, hash: Hash::of(&o.bytes).to_string(), bytes: hex::encode(&o.bytes) })
             .collect(),
+        raw: None,
     }
 }

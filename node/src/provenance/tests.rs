@@ -339,6 +339,11 @@ fn export_writes_one_json_line_per_entry_oldest_first() {
     assert_eq!(object.bytes, "01020303");
     assert_eq!(object.hash, Hash::of(&[1, 2, 3, 3]).to_string());
     assert_eq!(views[11].hash, log.head().expect("head").hash.to_string());
+    // Each line carries the entry's exact bytes, from which its hash is recomputed.
+    for v in &views {
+        let raw = hex::decode(v.raw.as_deref().expect("raw bytes in the export")).expect("hex");
+        assert_eq!(Entry::hash_of_encoding(&raw).to_string(), v.hash, "entry {}", v.seq);
+    }
 }
 
 #[test]

@@ -1,0 +1,251 @@
+//! The edge between the admin API and the node: each request is routed to its operation, and
+//! the operation's domain result is turned into the view the CLI prints with `--json`. Views are
+//! built here only, so operations stay free of presentation.
+
+use deltafed_protocol::access::Outcome;
+use deltafed_protocol::{Signed, Timestamp};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::api;
+use crate::access::{Direction, HeldGrant, HeldRequest, Role};
+use crate::node::{Error, Node, Sent};
+
+fn json<T: Serialize>(v: T) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(v).map_err(|e| Error::internal("encoding the reply", e))
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system(std::time::SystemTime::now())
+}
+
+impl Node {
+    /// Handles one admin API request.
+    pub async fn admin(
+        &self,
+        req: api::Request,
+        progress: Option<mpsc::Sender<api::Progress>>,
+    ) -> Result<serde_json::Value, Error> {
+        use api::Request as R;
+        match req {
+            R::Status => json(self.status_view().await?),
+            R::Peers => json(self.peers_view().await?),
+            R::Publish(p) => {
+                let m = self.publish(p).await?;
+                let b = m.body();
+                json(api::Published {
+                    publisher: b.publisher.to_string(),
+                    dataset: b.dataset.to_string(),
+                    version: b.version,
+                    content_hash: b.content_hash.to_string(),
+                    size: b.size,
+                    records: b.records,
+                })
+            }
+            R::Withdraw { dataset, reason } => {
+                let w = self.withdraw(dataset, reason).await?;
+                let b = w.body();
+                json(api::Withdrawn {
+                    publisher: b.publisher.to_string(),
+                    dataset: b.dataset.to_string(),
+                    version: b.version,
+                })
+            }
+            R::Catalog { publisher, query } => {
+                let items: Vec<api::CatalogItem> = self
+                    .catalog(publisher.as_ref(), query.as_deref())?
+                    .iter()
+                    .map(|m| api::CatalogItem::from(m.body()))
+                    .collect();
+                json(items)
+            }
+            R::CatalogShow { dataset } => {
+                let (m, valid) = self.catalog_show(&dataset)?;
+                json(api::ManifestView::new(&m, valid))
+            }
+            R::RosterInstall { roster } => {
+                let bytes =
+                    hex::decode(&roster).map_err(|_| Error::invalid("FILE", "the roster was not sent as hex"))?;
+                let r = self.roster_install(bytes).await?;
+                json(api::RosterInstalled {
+                    federation: r.roster.federation.to_string(),
+                    version: r.roster.version,
+                    members: r.roster.members.iter().map(|m| m.id.to_string()).collect(),
+                })
+            }
+            R::AccessRequest { dataset, purpose, fields } => {
+                let Sent { object, delivered } = self.request_access(dataset, purpose, fields).await?;
+                let b = object.body();
+                json(api::RequestSent {
+                    request_id: b.id.to_string(),
+                    provider: b.provider.to_string(),
+                    dataset: format!("{}/{}", b.provider, b.dataset),
+                    delivered,
+                })
+            }
+            R::Requests => {
+                let deadline = self.config().response_deadline;
+                let t = now();
+                json(self.requests()?.iter().map(|h| request_view(h, deadline, t)).collect::<Vec<_>>())
+            }
+            R::Approve { request_id, expires, max_fetches, max_queries } => {
+                let a = self.approve(request_id, expires, max_fetches, max_queries).await?;
+                json(api::Decided {
+                    request_id: a.request.to_string(),
+                    state: "approved".into(),
+                    grant_id: Some(a.grant.object.body().id.to_string()),
+                    reason: None,
+                    delivered: a.decision_delivered && a.grant.delivered,
+                })
+            }
+            R::Deny { request_id, reason } => {
+                let d = self.deny(request_id, reason.clone()).await?;
+                json(api::Decided {
+                    request_id: request_id.to_string(),
+                    state: "denied".into(),
+                    grant_id: None,
+                    reason: Some(reason),
+                    delivered: d.delivered,
+                })
+            }
+            R::Grant(g) => json(grant_issued(&self.grant(g).await?)),
+            R::Grants => {
+                let t = now();
+                json(self.grants()?.iter().map(|h| grant_view(h, t)).collect::<Vec<_>>())
+            }
+            R::Revoke { grant_id, reason } => {
+                let Sent { object, delivered } = self.revoke(grant_id, reason).await?;
+                json(api::Revoked {
+                    grant_id: grant_id.to_string(),
+                    grantee: object.body().grantee.to_string(),
+                    delivered,
+                })
+            }
+            R::Fetch { dataset, out } => {
+                let f = self.fetch(dataset, out, progress).await?;
+                let t = f.ticket.body();
+                json(api::Fetched {
+                    publisher: t.provider.to_string(),
+                    dataset: t.dataset.to_string(),
+                    version: t.version,
+                    exchange_id: t.exchange.to_string(),
+                    content_hash: t.content_hash.to_string(),
+                    bytes: t.size,
+                    out: f.out.display().to_string(),
+                    fields: t.fields.clone(),
+                    resumed_from: f.resumed_from,
+                })
+            }
+            R::Query { dataset, key } => {
+                let a = self.query(dataset, key).await?;
+                let b = a.answer.body();
+                json(api::QueryResult {
+                    dataset: format!("{}/{}", b.provider, b.dataset),
+                    key: a.key,
+                    exchange_id: b.exchange.to_string(),
+                    fields: b.fields.clone(),
+                    records: a.records,
+                })
+            }
+            R::Provenance { dataset, peer, since, limit } => json(self.provenance_list(dataset, peer, since, limit)?),
+            R::ProvenanceVerify => json(self.provenance_verify().await?),
+            R::ProvenanceExport { out } => {
+                let entries = self.provenance_export(out.clone()).await?;
+                json(api::Exported { out: out.display().to_string(), entries })
+            }
+        }
+    }
+
+    async fn status_view(&self) -> Result<api::Status, Error> {
+        let net = self.net().status().await?;
+        let roster = self.roster();
+        Ok(api::Status {
+            member: self.member().to_string(),
+            peer_id: self.peer_id().to_string(),
+            federation: roster.roster.federation.to_string(),
+            roster_version: roster.roster.version,
+            listen: net.listen.iter().map(ToString::to_string).collect(),
+            connected: net.connected.iter().map(|c| c.member.to_string()).collect(),
+            catalog_size: self.catalog(None, None)?.len(),
+        })
+    }
+
+    async fn peers_view(&self) -> Result<Vec<api::Peer>, Error> {
+        let net = self.net().status().await?;
+        Ok(net
+            .connected
+            .into_iter()
+            .map(|c| api::Peer {
+                member: c.member.to_string(),
+                peer_id: c.peer.to_string(),
+                addrs: c.addrs.iter().map(ToString::to_string).collect(),
+                score: c.score,
+            })
+            .collect())
+    }
+}
+
+fn grant_issued(s: &Sent<deltafed_protocol::access::Grant>) -> api::GrantIssued {
+    let b = s.object.body();
+    api::GrantIssued {
+        grant_id: b.id.to_string(),
+        grantee: b.grantee.to_string(),
+        dataset: format!("{}/{}", b.provider, b.dataset),
+        expires_at: b.expires.to_string(),
+        delivered: s.delivered,
+    }
+}
+
+pub(crate) fn grant_view(h: &HeldGrant, t: Timestamp) -> api::GrantView {
+    let b = h.grant.body();
+    api::GrantView {
+        grant_id: b.id.to_string(),
+        provider: b.provider.to_string(),
+        grantee: b.grantee.to_string(),
+        dataset: format!("{}/{}", b.provider, b.dataset),
+        purpose: b.purpose.clone(),
+        fields: b.fields.clone(),
+        not_before: b.not_before.to_string(),
+        expires_at: b.expires.to_string(),
+        max_fetches: b.max_fetches,
+        fetches: h.fetches,
+        max_queries: b.max_queries,
+        queries: h.queries,
+        revoked: h.revocation.is_some(),
+        revoked_reason: h.revocation.as_ref().map(|r| r.body().reason.clone()),
+        role: match h.role {
+            Role::Issued => "issued".into(),
+            Role::Received => "received".into(),
+        },
+        expired: t >= b.expires,
+        delivered: h.delivered,
+    }
+}
+
+fn request_view(h: &HeldRequest, deadline: std::time::Duration, t: Timestamp) -> api::RequestView {
+    let b = h.request.body();
+    let due = b.time.saturating_add(deadline);
+    let (grant_id, reason) = match h.decision.as_ref().map(|d: &Signed<_>| &d.body().outcome) {
+        Some(Outcome::Approved { grant }) => (Some(grant.to_string()), None),
+        Some(Outcome::Denied { reason }) => (None, Some(reason.clone())),
+        None => (None, None),
+    };
+    api::RequestView {
+        request_id: b.id.to_string(),
+        direction: match h.direction {
+            Direction::Incoming => "incoming".into(),
+            Direction::Outgoing => "outgoing".into(),
+        },
+        requester: b.requester.to_string(),
+        provider: b.provider.to_string(),
+        dataset: format!("{}/{}", b.provider, b.dataset),
+        purpose: b.purpose.clone(),
+        fields: b.fields.clone(),
+        time: b.time.to_string(),
+        deadline: due.to_string(),
+        state: h.state().into(),
+        overdue: h.decision.is_none() && t > due,
+        grant_id,
+        reason,
+    }
+}

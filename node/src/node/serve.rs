@@ -1,0 +1,251 @@
+//! Fetch, provider side. A member's signed fetch request is checked (sender, addressee,
+//! freshness, and the policy against the dataset's newest state), answered with a signed ticket
+//! naming exactly what will be sent, and then served chunk by chunk; the grant is checked again
+//! as each chunk leaves, so a revocation stops transfers in flight. The requester's receipt
+//! closes the exchange.
+
+use std::sync::Arc;
+
+use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket};
+use deltafed_protocol::wire;
+use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed, Timestamp};
+
+use super::publish::policy_latest;
+use super::{Error, Node, now, random16};
+use crate::exchange::{self, Serving};
+use crate::policy::{self, Authorized};
+use crate::provenance::Record;
+use crate::store::{Cf, Store};
+
+/// A refusal of a member's request, with the dataset it named when that is known.
+pub(super) struct Refused {
+    pub reason: String,
+    pub dataset: Option<DatasetRef>,
+}
+
+impl Refused {
+    pub fn about(dataset: &DatasetRef) -> impl Fn(Error) -> Refused + '_ {
+        move |e| Refused { reason: e.to_string(), dataset: Some(dataset.unversioned()) }
+    }
+}
+
+impl Node {
+    /// A signed fetch or query request's freshness: time within the allowed skew and a nonce
+    /// never seen before.
+    pub(super) fn check_fresh(&self, nonce: &Nonce, time: Timestamp) -> Result<(), Error> {
+        let t = now();
+        let skew = self.0.config.max_clock_skew;
+        policy::fresh(time, t, skew)?;
+        let forget = Timestamp(t.0.saturating_sub(2 * u64::try_from(skew.as_millis()).unwrap_or(u64::MAX)));
+        if self.0.access.use_nonce(nonce, t, forget)? {
+            Ok(())
+        } else {
+            Err(Error::refused("replayed request: its nonce was already used"))
+        }
+    }
+
+    /// May `from` receive the dataset `target` names, under the grant it names? Decided by the
+    /// policy against the dataset's newest state.
+    pub(super) fn authorize(
+        &self,
+        from: &MemberId,
+        target: &DatasetRef,
+        grant: Option<deltafed_protocol::GrantId>,
+    ) -> Result<(deltafed_protocol::manifest::Manifest, Authorized), Error> {
+        let (latest, asked) = self.dataset_state(target)?;
+        let held = match grant {
+            Some(id) => self.0.access.grant(&id)?,
+            None => None,
+        };
+        let auth =
+            policy::may_serve(&self.0.member, from, policy_latest(&latest), &asked, grant, held.as_ref(), now())?;
+        Ok((asked, auth))
+    }
+
+    pub(super) async fn serve_fetch(&self, from: &MemberId, bytes: &[u8]) -> wire::Response {
+        match self.try_serve_fetch(from, bytes).await {
+            Ok(resp) => resp,
+            Err(r) => self.refuse(from, "fetch", r, bytes),
+        }
+    }
+
+    /// Logs a refused fetch or query (by the request's hash) and answers with the reason.
+    pub(super) fn refuse(&self, from: &MemberId, what: &str, r: Refused, request: &[u8]) -> wire::Response {
+        tracing::info!(peer = %from, reason = %r.reason, "{what} refused");
+        self.record(Record::refused_request(what, from, r.dataset, &r.reason, request));
+        wire::Response::Refused(r.reason)
+    }
+
+    async fn try_serve_fetch(&self, from: &MemberId, bytes: &[u8]) -> Result<wire::Response, Refused> {
+        let req = Signed::<FetchRequest>::decode_from_member(bytes, &self.roster().roster)
+            .map_err(|e| Refused { reason: e.to_string(), dataset: None })?;
+        let rb = req.body();
+        let me = &self.0.member;
+        let target = DatasetRef { publisher: me.clone(), dataset: rb.dataset.clone(), version: rb.version };
+        let fail = Refused::about(&target);
+        if &rb.requester != from {
+            return Err(fail(Error::refused(format!(
+                "the request is signed by {} but came from {from}",
+                rb.requester
+            ))));
+        }
+        if &rb.provider != me {
+            return Err(fail(Error::refused(format!("the request is addressed to {}, not {me}", rb.provider))));
+        }
+        self.check_fresh(&rb.nonce, rb.time).map_err(&fail)?;
+        let (m, Authorized { grant, fields, purpose }) = self.authorize(from, &target, rb.grant).map_err(&fail)?;
+        // What will be sent: the published bytes, or their projection to the granted fields.
+        let blobs = self.0.blobs.clone();
+        let store = self.0.store.clone();
+        let (hash, format, f2) = (m.content_hash, m.format, fields.clone());
+        let prepared = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let io = |e: std::io::Error| Error::internal("preparing the data", e);
+            match &f2 {
+                Some(fields) => {
+                    let p = blobs.project(&hash, format, fields)?;
+                    let file = p.file.reopen().map_err(io)?;
+                    let (table, whole) = exchange::chunk_table(&file, p.size, exchange::CHUNK_SIZE).map_err(io)?;
+                    Ok((Arc::new(file), p.size, table, whole, Some(Arc::new(p.file))))
+                }
+                None => {
+                    let file = blobs.open_blob(&hash)?;
+                    let size = file.metadata().map_err(io)?.len();
+                    let table = cached_table(&store, &hash, &file, size)?;
+                    Ok((Arc::new(file), size, table, hash, None))
+                }
+            }
+        })
+        .await
+        .map_err(|e| fail(e.into()))?
+        .map_err(&fail)?;
+        let (file, size, table, whole, projection) = prepared;
+        if rb.offset > size || !rb.offset.is_multiple_of(u64::from(exchange::CHUNK_SIZE)) {
+            return Err(fail(Error::invalid(
+                "offset",
+                format!("offset {} is not a chunk boundary within {size} bytes", rb.offset),
+            )));
+        }
+        // A fresh fetch draws on the grant's budget; a resume must continue the fetch counted
+        // for this grantee, of the same data.
+        if let Some(g) = &grant {
+            let decided = if rb.offset == 0 {
+                self.0.access.count_fetch(g, &whole, size).map(|r| r.map(|_| ()))
+            } else {
+                self.0.access.resume_fetch(g, &whole)
+            };
+            decided.map_err(|e| fail(e.into()))?.map_err(|r| fail(r.into()))?;
+        }
+        let exchange_id = ExchangeId(random16().map_err(&fail)?);
+        let ticket = Ticket {
+            v: OBJECT_VERSION,
+            exchange: exchange_id,
+            request: req.hash(),
+            provider: me.clone(),
+            requester: from.clone(),
+            dataset: m.dataset.clone(),
+            version: m.version,
+            fields: fields.clone(),
+            content_hash: whole,
+            size,
+            offset: rb.offset,
+            chunk_size: exchange::CHUNK_SIZE,
+            chunks: Ticket::table_hash(&table),
+            time: now(),
+        };
+        let signed = Signed::sign(ticket, &self.0.key).map_err(|e| fail(e.into()))?;
+        self.0
+            .exchanges
+            .insert(exchange_id, Serving::new(from.clone(), grant, m.dataset_ref(), file, size, rb.offset, projection));
+        self.record(Record::exchange_served(&req, &signed, grant, &purpose));
+        tracing::info!(exchange = %exchange_id, peer = %from, dataset = %m.dataset_ref(), size, offset = rb.offset, "serving");
+        Ok(wire::Response::Ticket { ticket: signed.into_bytes(), chunk_hashes: exchange::table_bytes(&table) })
+    }
+
+    pub(super) async fn serve_chunk(&self, from: &MemberId, exchange_id: ExchangeId, index: u64) -> wire::Response {
+        let Some(src) = self.0.exchanges.source(&exchange_id) else {
+            return wire::Response::Refused(format!(
+                "no exchange {exchange_id} is in progress (it ended or was revoked)"
+            ));
+        };
+        if &src.requester != from {
+            return wire::Response::Refused("this exchange belongs to another member".into());
+        }
+        if let Err(r) = policy::chunk_in_ticket(index, src.first_chunk, Ticket::chunk_count(src.size, src.chunk_size)) {
+            return wire::Response::Refused(r.to_string());
+        }
+        let limit = self.0.config.serve_rate_limit;
+        let read =
+            tokio::task::spawn_blocking(move || exchange::read_chunk(&src.file, index, src.chunk_size, src.size)).await;
+        if limit > 0
+            && let Ok(Ok(bytes)) = &read
+            && let Some(slot) = self.0.exchanges.pace(&exchange_id, bytes.len() as u64, limit)
+        {
+            tokio::time::sleep_until(slot.into()).await;
+        }
+        // Revocation and expiry take effect for exchanges in flight too: checked at the moment
+        // the chunk would leave, after any pacing wait.
+        if let Some(g) = &src.grant {
+            match self.0.access.grant(g) {
+                Ok(Some(h)) => {
+                    if let Err(refusal) = policy::grant_in_force(&h, now()) {
+                        // The exchange stays listed so every chunk still in flight gets this
+                        // reason too; idle exchanges are dropped later.
+                        return wire::Response::Refused(refusal.to_string());
+                    }
+                }
+                _ => return wire::Response::Refused(format!("grant {g} is no longer held")),
+            }
+            if let Ok(Ok(bytes)) = &read {
+                match self.0.access.serve_bytes(g, bytes.len() as u64) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refusal)) => return wire::Response::Refused(refusal.to_string()),
+                    Err(e) => return wire::Response::Refused(format!("cannot account the chunk: {e}")),
+                }
+            }
+        }
+        match read {
+            Ok(Ok(bytes)) => wire::Response::Chunk(bytes),
+            Ok(Err(e)) => wire::Response::Refused(format!("cannot read chunk {index}: {e}")),
+            Err(e) => wire::Response::Refused(format!("internal error: {e}")),
+        }
+    }
+
+    /// The requester acknowledges an exchange: it ends here.
+    pub(super) fn receive_receipt(&self, from: &MemberId, r: Signed<Receipt>) -> Result<(), Error> {
+        let body = r.body();
+        if &body.requester != from || body.provider != self.0.member {
+            return Err(Error::refused("the receipt is not from its sender or not for this member"));
+        }
+        let dataset = self.0.exchanges.dataset_of(&body.exchange);
+        if let Some(g) = self.0.exchanges.grant_of(&body.exchange) {
+            self.0.access.close_fetch(&g)?;
+        }
+        self.0.exchanges.remove(&body.exchange);
+        self.record(Record::receipt_received(&r, dataset));
+        Ok(())
+    }
+}
+
+/// The chunk table of a published blob, computed once and kept (1 GiB costs ~0.1 s to hash, but
+/// the cached table also lets a blob corrupted on disk after publishing be caught chunk by chunk).
+fn cached_table(store: &Store, hash: &Hash, file: &std::fs::File, size: u64) -> Result<Vec<Hash>, Error> {
+    let mut key = b"chunks/".to_vec();
+    key.extend_from_slice(&hash.0);
+    if let Ok(Some(b)) = store.get(Cf::Exchanges, &key)
+        && let Some(t) = exchange::parse_table(&b)
+        && t.len() as u64 == Ticket::chunk_count(size, exchange::CHUNK_SIZE)
+    {
+        return Ok(t);
+    }
+    let (table, _) = exchange::chunk_table(file, size, exchange::CHUNK_SIZE)
+        .map_err(|e| Error::internal("hashing the chunk table", e))?;
+    store.put(Cf::Exchanges, &key, &exchange::table_bytes(&table))?;
+    Ok(table)
+}
+
+/// Computes and keeps a published blob's chunk table (at publish time).
+pub(super) fn remember_table(store: &Store, blobs: &crate::blobs::Blobs, hash: &Hash) -> Result<(), Error> {
+    let file = blobs.open_blob(hash)?;
+    let size = file.metadata().map_err(|e| Error::internal("reading the blob", e))?.len();
+    cached_table(store, hash, &file, size).map(|_| ())
+}

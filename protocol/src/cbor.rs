@@ -42,9 +42,14 @@ pub fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, Er
 }
 
 /// Decodes `bytes` as `T`, rejecting input over `max` bytes or not in canonical form.
-pub fn decode<T: DeserializeOwned>(kind: &'static str, max: usize, bytes: &[u8]) -> Result<T, Error> {
+pub fn decode<T: DeserializeOwned + Serialize>(kind: &'static str, max: usize, bytes: &[u8]) -> Result<T, Error> {
     check_canonical(kind, max, bytes)?;
-    cbor4ii::serde::from_slice(bytes).map_err(|e| Error::Shape { kind, detail: e.to_string() })
+    let value: T = cbor4ii::serde::from_slice(bytes).map_err(|e| Error::Shape { kind, detail: e.to_string() })?;
+    // One encoding per value: a map that leaves out an optional field is refused too.
+    if encode(kind, &value)? != bytes {
+        return Err(Error::NonCanonical { kind });
+    }
+    Ok(value)
 }
 
 /// Checks size and canonical form without interpreting the value.

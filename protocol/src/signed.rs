@@ -148,6 +148,14 @@ impl<T: Object> Signed<T> {
         check_version(kind, probe.body.v)?;
         let wire: Wire<T> = cbor4ii::serde::from_slice(bytes).map_err(shape)?;
         let body_bytes = cbor::encode(kind, &wire.body)?;
+        // Canonical form alone does not make the encoding unique: a body that leaves out an
+        // optional field decodes to the same value as one that writes it as null. The one
+        // encoding is the value's own, so anything else is refused (and the object's hash, its
+        // name in tickets and logs, is a function of its value).
+        let again = cbor::encode(kind, &WireRef { body: &wire.body, signer: &wire.signer, sig: &wire.sig })?;
+        if again != bytes {
+            return Err(cbor::Error::NonCanonical { kind }.into());
+        }
         wire.signer.verify(T::KIND, &body_bytes, &wire.sig)?;
         Ok(Signed { body: wire.body, signer: wire.signer, sig: wire.sig, bytes: bytes.to_vec() })
     }
@@ -206,5 +214,59 @@ impl<T: Authored> Signed<T> {
         let signed = Self::decode(bytes)?;
         signed.check_signer(roster)?;
         Ok(signed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+    use crate::exchange::QueryRequest;
+    use crate::{DatasetId, MemberId, Nonce, Timestamp};
+
+    /// A query request without its `grant` key decodes to the same value as one with
+    /// `grant: null`; only the latter is the object's encoding.
+    #[test]
+    fn an_object_has_exactly_one_accepted_encoding() {
+        let key = SecretKey::from_seed([4; 32]);
+        let m = |s: &str| s.parse::<MemberId>().expect("member");
+        let q = QueryRequest {
+            v: OBJECT_VERSION,
+            requester: m("shanghai"),
+            provider: m("zhejiang"),
+            dataset: "licences".parse::<DatasetId>().expect("dataset"),
+            grant: None,
+            key: "k".into(),
+            nonce: Nonce([1; 16]),
+            time: Timestamp(1_700_000_000_000),
+        };
+        let signed = Signed::sign(q.clone(), &key).expect("sign");
+        assert!(Signed::<QueryRequest>::decode(signed.as_bytes()).is_ok());
+        #[derive(Serialize)]
+        struct Short<'a> {
+            v: u32,
+            requester: &'a MemberId,
+            provider: &'a MemberId,
+            dataset: &'a DatasetId,
+            key: &'a str,
+            nonce: &'a Nonce,
+            time: Timestamp,
+        }
+        let short = Short {
+            v: q.v,
+            requester: &q.requester,
+            provider: &q.provider,
+            dataset: &q.dataset,
+            key: &q.key,
+            nonce: &q.nonce,
+            time: q.time,
+        };
+        let forged =
+            cbor::encode("query request", &WireRef { body: &short, signer: signed.signer(), sig: signed.signature() })
+                .expect("encode");
+        assert_ne!(forged, signed.as_bytes());
+        let err = Signed::<QueryRequest>::decode(&forged).expect_err("a second encoding is refused");
+        assert!(err.to_string().contains("canonical"), "{err}");
     }
 }

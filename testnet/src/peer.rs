@@ -2,6 +2,7 @@
 //! under the test's control, to play a non-member or a misbehaving member. It runs as a task and
 //! records everything it observes, so tests can assert on what it did and did not learn.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use deltafed_protocol::SecretKey;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, gossipsub, request_response, tcp, tls, yamux};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// What the test peer saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,7 @@ enum Cmd {
     Dial(Multiaddr),
     Publish(Vec<u8>),
     Request(PeerId, Vec<u8>),
+    Call(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, String>>),
 }
 
 #[derive(NetworkBehaviour)]
@@ -77,6 +79,8 @@ impl TestPeer {
         let log = seen.clone();
         tokio::spawn(async move {
             let push = |s: Seen| log.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            let mut calls: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> =
+                HashMap::new();
             loop {
                 tokio::select! {
                     cmd = rx.recv() => match cmd {
@@ -84,6 +88,7 @@ impl TestPeer {
                         Some(Cmd::Dial(a)) => if let Err(e) = swarm.dial(a) { push(Seen::DialFailed(e.to_string())) },
                         Some(Cmd::Publish(d)) => { let _ = swarm.behaviour_mut().gossip.publish(topic.clone(), d); }
                         Some(Cmd::Request(p, d)) => { swarm.behaviour_mut().rpc.send_request(&p, d); }
+                        Some(Cmd::Call(p, d, reply)) => { calls.insert(swarm.behaviour_mut().rpc.send_request(&p, d), reply); }
                     },
                     ev = swarm.select_next_some() => match ev {
                         SwarmEvent::ConnectionEstablished { peer_id, .. } => push(Seen::Connected(peer_id)),
@@ -91,8 +96,14 @@ impl TestPeer {
                         SwarmEvent::OutgoingConnectionError { error, .. } => push(Seen::DialFailed(error.to_string())),
                         SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, .. })) => push(Seen::Subscribed(peer_id)),
                         SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. })) => push(Seen::Message(message.data)),
-                        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { message: request_response::Message::Response { response, .. }, .. })) => push(Seen::Response(response)),
-                        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::OutboundFailure { error, .. })) => push(Seen::RequestFailed(error.to_string())),
+                        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { message: request_response::Message::Response { request_id, response }, .. })) => match calls.remove(&request_id) {
+                            Some(reply) => { let _ = reply.send(Ok(response)); }
+                            None => push(Seen::Response(response)),
+                        },
+                        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::OutboundFailure { request_id, error, .. })) => match calls.remove(&request_id) {
+                            Some(reply) => { let _ = reply.send(Err(error.to_string())); }
+                            None => push(Seen::RequestFailed(error.to_string())),
+                        },
                         _ => {}
                     },
                 }
@@ -115,6 +126,18 @@ impl TestPeer {
 
     pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<()> {
         self.send(Cmd::Request(peer, data)).await
+    }
+
+    /// Sends an RPC request and waits for its own answer (or failure), up to `timeout`.
+    pub async fn call(&self, peer: PeerId, data: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Call(peer, data, reply)).await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(e))) => bail!("test peer: the request failed: {e}"),
+            Ok(Err(_)) => bail!("test peer stopped"),
+            Err(_) => bail!("test peer: no answer within {timeout:?}"),
+        }
     }
 
     pub fn seen(&self) -> Vec<Seen> {

@@ -1,0 +1,350 @@
+//! The provider's own authorization, tested through a raw peer: a real member (`rogue`, in the
+//! roster) whose node is not running, played by a libp2p swarm under the test's control that
+//! signs whatever requests the test wants. The requester's checks are bypassed on purpose, so
+//! only the provider's decisions can make these tests pass.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use deltafed_protocol::access::{Decision, Outcome};
+use deltafed_protocol::exchange::{FetchRequest, QueryRequest};
+use deltafed_protocol::manifest::Manifest;
+use deltafed_protocol::wire::{self, Delivery, Gossip};
+use deltafed_protocol::{ExchangeId, GrantId, Hash, Nonce, OBJECT_VERSION, SecretKey, Signed, Timestamp};
+use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
+use deltafed_testnet::{Federation, path_str};
+use libp2p::PeerId;
+
+const CONNECT: Duration = Duration::from_secs(20);
+const SOON: Duration = Duration::from_secs(10);
+const MIB: usize = 1 << 20;
+
+const LICENCES: &str = "company_id,name,capital\n\
+91330100A1,杭州数澜科技,5000000\n\
+91330100B2,Quoted Co,120000\n";
+
+/// The `rogue` member, played by a raw peer connected to one provider.
+struct Rogue {
+    rt: tokio::runtime::Runtime,
+    peer: TestPeer,
+    key: SecretKey,
+    provider: PeerId,
+    nonces: AtomicU64,
+}
+
+impl Rogue {
+    fn connect(fed: &Federation, provider: &str, port: u16) -> Result<Rogue> {
+        let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+        let rt = tokio::runtime::Runtime::new()?;
+        let peer = {
+            let _guard = rt.enter();
+            TestPeer::spawn(&key, "yrd-testnet")?
+        };
+        let (pid, addr) = member_addr(&fed.data_dir(provider), port)?;
+        rt.block_on(peer.dial(addr))?;
+        rt.block_on(peer.wait_for(
+            "the provider to subscribe",
+            CONNECT,
+            |s| matches!(s, Seen::Subscribed(p) if *p == pid),
+        ))?;
+        Ok(Rogue { rt, peer, key, provider: pid, nonces: AtomicU64::new(1) })
+    }
+
+    fn nonce(&self) -> Nonce {
+        let n = self.nonces.fetch_add(1, Ordering::Relaxed);
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        b[8..].copy_from_slice(&now().0.to_be_bytes());
+        Nonce(b)
+    }
+
+    fn ask(&self, req: &wire::Request) -> Result<wire::Response> {
+        let answer = self.rt.block_on(self.peer.call(self.provider, req.encode()?, SOON))?;
+        Ok(wire::Response::decode(&answer)?)
+    }
+
+    fn fetch(
+        &self,
+        dataset: &str,
+        version: Option<u64>,
+        grant: Option<GrantId>,
+        offset: u64,
+    ) -> Result<wire::Response> {
+        let r = FetchRequest {
+            v: OBJECT_VERSION,
+            requester: "rogue".parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: dataset.parse()?,
+            version,
+            grant,
+            nonce: self.nonce(),
+            time: now(),
+            offset,
+        };
+        self.ask(&wire::Request::Fetch(Signed::sign(r, &self.key)?.into_bytes()))
+    }
+
+    fn query(&self, dataset: &str, grant: Option<GrantId>, key: &str) -> Result<wire::Response> {
+        let r = QueryRequest {
+            v: OBJECT_VERSION,
+            requester: "rogue".parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: dataset.parse()?,
+            grant,
+            key: key.into(),
+            nonce: self.nonce(),
+            time: now(),
+        };
+        self.ask(&wire::Request::Query(Signed::sign(r, &self.key)?.into_bytes()))
+    }
+
+    fn chunk(&self, exchange: ExchangeId, index: u64) -> Result<wire::Response> {
+        self.ask(&wire::Request::Chunk { exchange, index })
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system(std::time::SystemTime::now())
+}
+
+fn ticket(r: &wire::Response) -> Result<ExchangeId> {
+    match r {
+        wire::Response::Ticket { ticket, .. } => {
+            Ok(Signed::<deltafed_protocol::exchange::Ticket>::from_trusted_bytes(ticket)?.body().exchange)
+        }
+        other => bail!("expected a ticket, got {other:?}"),
+    }
+}
+
+fn refusal(r: &wire::Response) -> &str {
+    match r {
+        wire::Response::Refused(reason) => reason,
+        _ => "",
+    }
+}
+
+fn file(fed: &Federation, name: &str, content: &[u8]) -> Result<String> {
+    let p = fed.root().join(name);
+    std::fs::write(&p, content)?;
+    Ok(path_str(&p)?.to_string())
+}
+
+fn grant(fed: &Federation, dataset: &str, extra: &[&str]) -> Result<GrantId> {
+    let mut args = vec!["grant", dataset, "--to", "rogue", "--purpose", "audit"];
+    args.extend_from_slice(extra);
+    let g = fed.json("zhejiang", &args)?;
+    g["grant_id"].as_str().context("grant_id")?.parse().context("grant id")
+}
+
+/// Deterministic bytes that do not compress to nothing.
+fn data(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = *blake3::hash(b"deltafed test data").as_bytes();
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = *blake3::hash(&block).as_bytes();
+    }
+    out.truncate(len);
+    out
+}
+
+fn federation() -> Result<Federation> {
+    let mut fed = Federation::init(&["zhejiang", "anhui", "rogue"])?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&["zhejiang", "anhui"], CONNECT)?;
+    Ok(fed)
+}
+
+/// Naming an old version must not get around a withdrawal or a republication with
+/// `--sharing none`: the dataset's newest state decides.
+#[test]
+fn withdrawn_or_unshared_datasets_are_served_in_no_version() -> Result<()> {
+    let fed = federation()?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "closing", "--title", "C"])?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "open", "--title", "O", "--sharing", "unconditional"])?;
+    let gid = grant(&fed, "closing", &[])?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    ticket(&rogue.fetch("closing", Some(1), Some(gid), 0)?).context("before: version 1 is served under the grant")?;
+    ticket(&rogue.fetch("open", Some(1), None, 0)?).context("before: an unconditional dataset needs no grant")?;
+
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "closing", "--title", "C", "--sharing", "none"])?;
+    let r = rogue.fetch("closing", Some(1), Some(gid), 0)?;
+    assert!(refusal(&r).contains("not shared (sharing: none)"), "version 1 after sharing none: {r:?}");
+    let r = rogue.query("closing", Some(gid), "91330100A1")?;
+    assert!(!refusal(&r).is_empty(), "no query either: {r:?}");
+
+    fed.json("zhejiang", &["withdraw", "open", "--reason", "superseded"])?;
+    let r = rogue.fetch("open", Some(1), None, 0)?;
+    assert!(refusal(&r).contains("withdrawn") && refusal(&r).contains("superseded"), "after withdrawal: {r:?}");
+    Ok(())
+}
+
+/// A grant with `--max-fetches 1` gives one fetch: resumes continue it within a bound, a resume
+/// that continues nothing is refused, and no chunk outside a ticket is served.
+#[test]
+fn max_fetches_cannot_be_bypassed_with_resumes() -> Result<()> {
+    let fed = federation()?;
+    let raw = file(&fed, "big.bin", &data(3 * MIB))?;
+    fed.json("zhejiang", &["publish", &raw, "--dataset", "big", "--title", "Big"])?;
+    let once = grant(&fed, "big", &["--max-fetches", "1"])?;
+    let fresh = grant(&fed, "big", &["--max-fetches", "1"])?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+
+    let first = ticket(&rogue.fetch("big", None, Some(once), 0)?)?;
+    let r = rogue.fetch("big", None, Some(once), 0)?;
+    assert!(refusal(&r).contains("all were used"), "a second fresh fetch: {r:?}");
+    let r = rogue.fetch("big", None, Some(fresh), MIB as u64)?;
+    assert!(refusal(&r).contains("must resume a fetch counted"), "a resume of nothing: {r:?}");
+
+    // Take the whole first copy, then resume again and again from the second chunk.
+    for i in 0..3 {
+        assert!(matches!(rogue.chunk(first, i)?, wire::Response::Chunk(_)), "chunk {i} of the counted fetch");
+    }
+    let mut served = 3 * MIB;
+    let mut stopped = None;
+    for round in 0..8 {
+        let resumed = ticket(&rogue.fetch("big", None, Some(once), MIB as u64)?)?;
+        let r = rogue.chunk(resumed, 0)?;
+        assert!(refusal(&r).contains("outside this exchange's ticket"), "chunk 0 below a resume's offset: {r:?}");
+        for i in 1..3 {
+            match rogue.chunk(resumed, i)? {
+                wire::Response::Chunk(c) => served += c.len(),
+                wire::Response::Refused(reason) => {
+                    stopped = Some((round, reason));
+                    break;
+                }
+                other => bail!("unexpected {other:?}"),
+            }
+        }
+        if stopped.is_some() {
+            break;
+        }
+    }
+    let (_, reason) = stopped.context("resumes kept serving copies without end")?;
+    assert!(reason.contains("moved its limit"), "{reason}");
+    assert!(served <= 9 * MIB, "at most three times the data left under one counted fetch ({served} bytes)");
+    Ok(())
+}
+
+/// Under a projected grant, querying by a key that is not among the granted fields would reveal
+/// which key each granted value belongs to; it is refused. Queries draw on their own budget.
+#[test]
+fn queries_need_the_key_field_granted_and_keep_to_their_budget() -> Result<()> {
+    let fed = federation()?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L", "--key-field", "company_id"])?;
+    let names_only = grant(&fed, "lic", &["--fields", "name"])?;
+    let keyed = grant(&fed, "lic", &["--fields", "company_id,name", "--max-queries", "2"])?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+
+    let r = rogue.query("lic", Some(names_only), "91330100A1")?;
+    assert!(refusal(&r).contains("key field company_id"), "key not granted: {r:?}");
+    for _ in 0..2 {
+        let r = rogue.query("lic", Some(keyed), "91330100A1")?;
+        assert!(matches!(r, wire::Response::Answer { .. }), "within budget: {r:?}");
+    }
+    let r = rogue.query("lic", Some(keyed), "91330100A1")?;
+    assert!(refusal(&r).contains("allows 2 record queries"), "over budget: {r:?}");
+    let grants = fed.json("zhejiang", &["grants"])?;
+    let view = grants.as_array().and_then(|a| a.iter().find(|g| g["grant_id"] == keyed.to_string()));
+    let view = view.context("the keyed grant in `grants`")?;
+    assert_eq!((view["max_queries"].as_u64(), view["queries"].as_u64()), (Some(2), Some(2)), "{view}");
+    Ok(())
+}
+
+/// A decision is only taken from the provider the request was made to.
+#[test]
+fn a_decision_from_another_member_than_the_provider_is_refused() -> Result<()> {
+    let mut fed = Federation::init(&["zhejiang", "shanghai", "rogue"])?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&["zhejiang", "shanghai"], CONNECT)?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
+    fed.wait_for("the manifest at shanghai", SOON, |f| Ok(f.catalog("shanghai")?.contains(&"zhejiang/lic@1".into())))?;
+    let sent = fed.json("shanghai", &["request", "zhejiang/lic", "--purpose", "checks"])?;
+    let request: deltafed_protocol::RequestId = sent["request_id"].as_str().context("request_id")?.parse()?;
+    let rogue = Rogue::connect(&fed, "shanghai", fed.base_port() + 1)?;
+    let d = Decision {
+        v: OBJECT_VERSION,
+        request,
+        provider: "rogue".parse()?,
+        requester: "shanghai".parse()?,
+        outcome: Outcome::Approved { grant: GrantId([7; 16]) },
+        time: now(),
+    };
+    let r = rogue.ask(&wire::Request::Deliver(Delivery::Decision(Signed::sign(d, &rogue.key)?.into_bytes())))?;
+    assert!(refusal(&r).contains("another provider"), "{r:?}");
+    let requests = fed.json("shanghai", &["requests"])?;
+    assert_eq!(requests[0]["state"], "pending", "the request is still pending: {requests}");
+    Ok(())
+}
+
+/// A signed time past what RFC 3339 can show once made `catalog` panic on every node; such an
+/// object is now refused when it is decoded.
+#[test]
+fn a_far_future_time_is_refused_and_breaks_nothing() -> Result<()> {
+    let mut fed = federation()?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let manifest = |dataset: &str, created: Timestamp| -> Result<Vec<u8>> {
+        let m = Manifest {
+            v: OBJECT_VERSION,
+            publisher: "rogue".parse()?,
+            dataset: dataset.parse()?,
+            version: 1,
+            title: "t".into(),
+            description: String::new(),
+            format: deltafed_protocol::manifest::Format::Raw,
+            schema: vec![],
+            key_field: None,
+            classification: deltafed_protocol::manifest::Classification::General,
+            sharing: deltafed_protocol::manifest::Sharing::Conditional,
+            size: 1,
+            records: 0,
+            content_hash: Hash([1; 32]),
+            created,
+        };
+        Ok(Gossip::Manifest(Signed::sign(m, &rogue.key)?.into_bytes()).encode()?)
+    };
+    rogue.rt.block_on(rogue.peer.publish(manifest("future", Timestamp(Timestamp::MAX.0 + 1))?))?;
+    // Gossip from one peer arrives in order: once the valid one is in, the other was handled.
+    rogue.rt.block_on(rogue.peer.publish(manifest("present", now())?))?;
+    fed.wait_for("rogue/present@1 at zhejiang", SOON, |f| {
+        Ok(f.catalog("zhejiang")?.contains(&"rogue/present@1".into()))
+    })?;
+    let catalog = fed.catalog("zhejiang")?;
+    assert!(!catalog.contains(&"rogue/future@1".to_string()), "{catalog:?}");
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "x", "--title", "X"])?;
+    let out = fed.cli("zhejiang", &["grant", "x", "--to", "anhui", "--purpose", "p", "--expires", "3000000d"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("9999-12-31"), "{err}");
+    assert!(fed.cli("zhejiang", &["grants"])?.status.success(), "grants still lists");
+    Ok(())
+}
+
+/// A refused request is logged by its hash and size: the log is kept for years and must not
+/// store what a member sends it.
+#[test]
+fn refused_requests_are_logged_by_hash_not_by_their_bytes() -> Result<()> {
+    let fed = federation()?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let junk = vec![0x5a; 60 * 1024];
+    let r = rogue.ask(&wire::Request::Fetch(junk.clone()))?;
+    assert!(!refusal(&r).is_empty(), "{r:?}");
+    let out = fed.root().join("export.jsonl");
+    fed.json("zhejiang", &["provenance", "export", "--out", path_str(&out)?])?;
+    let text = std::fs::read_to_string(&out)?;
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "exchange-refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    assert_eq!(refused[0]["objects"].as_array().map(Vec::len), Some(0), "no bytes kept: {}", refused[0]);
+    let note = refused[0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains(&Hash::of(&junk).to_string()) && note.contains("61440 bytes"), "{note}");
+    assert!(text.len() < 16 * 1024, "the export holds no 60 KiB request ({} bytes)", text.len());
+    Ok(())
+}

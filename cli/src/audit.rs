@@ -43,6 +43,7 @@ pub enum ProvenanceCommand {
     Verify,
     /// Write the log as JSON Lines (one entry a line, oldest first) for auditors.
     Export {
+        /// The file to write (replaced atomically).
         #[arg(long)]
         out: PathBuf,
     },

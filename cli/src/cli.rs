@@ -1,5 +1,6 @@
-//! The command tree (DESIGN.md's command line is the contract: names, flags and `--json` fields
-//! are extended, never renamed) and dispatch.
+//! The command tree (the command line is a contract, documented in docs/commands.md, which is
+//! generated from this tree by `docs.rs`: names, flags and `--json` fields are extended, never
+//! renamed) and dispatch.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,7 +77,9 @@ pub enum Command {
     Approve(exchange::ApproveArgs),
     /// Refuse an incoming request, with a reason.
     Deny {
+        /// The request's id (see `deltafed requests`).
         request_id: deltafed_protocol::RequestId,
+        /// Why, for the requester and the record.
         #[arg(long)]
         reason: String,
     },
@@ -86,7 +89,9 @@ pub enum Command {
     Grants,
     /// Revoke a grant at once (fetches in flight stop too).
     Revoke {
+        /// The grant's id (see `deltafed grants`).
         grant_id: deltafed_protocol::GrantId,
+        /// Why, for the grantee and the record.
         #[arg(long, default_value = "revoked by the provider")]
         reason: String,
     },
@@ -102,6 +107,7 @@ pub enum Command {
     Query {
         /// MEMBER/DATASET (published with --key-field).
         dataset: deltafed_protocol::DatasetRef,
+        /// The key field's value to look up.
         key: String,
     },
     /// The provenance log, newest first; `verify` checks it, `export` writes it for auditors.

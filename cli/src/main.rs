@@ -3,6 +3,8 @@
 
 mod audit;
 mod cli;
+#[cfg(test)]
+mod docs;
 mod exchange;
 mod init;
 mod output;

@@ -28,8 +28,10 @@ pub struct PublishArgs {
     /// Dataset id, e.g. business-licences.
     #[arg(long)]
     pub dataset: DatasetId,
+    /// A title for the catalog.
     #[arg(long)]
     pub title: String,
+    /// A longer description for the catalog.
     #[arg(long, default_value = "")]
     pub description: String,
     /// general, important or core (GB/T 43697).

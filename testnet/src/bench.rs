@@ -1,5 +1,6 @@
-//! The benchmark suite: each figure of DESIGN.md measured on real nodes (release build, loopback),
-//! next to a baseline measured in the same run, printed as one table and written as JSON.
+//! The benchmark suite: each target figure (docs/BENCHMARKS.md lists them) measured on real nodes
+//! (release build, loopback), next to a baseline measured in the same run, printed as one table
+//! and written as JSON.
 //!
 //! This machine is shared and noisy, so no figure is compared with a number from another run:
 //! every row carries its own baseline (a bare mutual-TLS stream, the local API's own round trip,

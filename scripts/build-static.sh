@@ -41,6 +41,8 @@ mkdir -p "$STDCXX_DIR"
 ln -sfn "$STDCXX_A" "$STDCXX_DIR/libstdc++.a"
 
 export RUSTFLAGS="-C target-feature=+crt-static -L native=$STDCXX_DIR"
+# shellcheck source=scripts/rocksdb-env.sh
+. "$ROOT/scripts/rocksdb-env.sh"
 echo "build-static: RUSTFLAGS='$RUSTFLAGS' cargo build --release --target $TARGET -p deltafed" >&2
 start=$(date +%s)
 cargo build --release --target "$TARGET" -p deltafed >&2 || fail "cargo build failed (see above)"

@@ -157,11 +157,22 @@ impl Access {
         self.store.get(Cf::Grants, &id.0)?.map(|b| dec("grant", &b)).transpose()
     }
 
+    /// Serialises read-modify-write of records. The `*_ops` methods expect it held by the
+    /// caller, who writes their batch (with its provenance entry) before letting it go.
+    pub fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.guard()
+    }
+
     /// Keeps a grant (issued by us, or received). A grant already held is left as it is.
     pub fn add_grant(&self, g: &Signed<Grant>, role: Role, delivered: bool) -> Result<bool, Error> {
         let _w = self.guard();
+        self.write_ops(self.add_grant_ops(g, role, delivered)?)
+    }
+
+    /// The writes that keep `g`; `None` when it is held already. Call with [`Access::write_lock`].
+    pub fn add_grant_ops(&self, g: &Signed<Grant>, role: Role, delivered: bool) -> Result<Option<Batch>, Error> {
         if self.grant_record(&g.body().id)?.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let rec = GrantRecord {
             grant: g.as_bytes().to_vec(),
@@ -172,8 +183,19 @@ impl Access {
             queries: 0,
             open: None,
         };
-        self.put_grant_record(&g.body().id, &rec)?;
-        Ok(true)
+        let mut b = Batch::default();
+        b.put(Cf::Grants, g.body().id.0.to_vec(), enc("grant", &rec)?);
+        Ok(Some(b))
+    }
+
+    fn write_ops(&self, ops: Option<Batch>) -> Result<bool, Error> {
+        match ops {
+            Some(b) => {
+                self.store.write(b)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     pub fn grant(&self, id: &GrantId) -> Result<Option<HeldGrant>, Error> {
@@ -200,14 +222,21 @@ impl Access {
     /// Records a revocation of a held grant; false when it was already revoked.
     pub fn revoke(&self, r: &Signed<Revocation>) -> Result<bool, Error> {
         let _w = self.guard();
+        self.write_ops(self.revoke_ops(r)?)
+    }
+
+    /// The writes that record `r`; `None` when the grant is not held or already revoked. Call
+    /// with [`Access::write_lock`].
+    pub fn revoke_ops(&self, r: &Signed<Revocation>) -> Result<Option<Batch>, Error> {
         let id = r.body().grant;
-        let Some(mut rec) = self.grant_record(&id)? else { return Ok(false) };
+        let Some(mut rec) = self.grant_record(&id)? else { return Ok(None) };
         if rec.revocation.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         rec.revocation = Some(r.as_bytes().to_vec());
-        self.put_grant_record(&id, &rec)?;
-        Ok(true)
+        let mut b = Batch::default();
+        b.put(Cf::Grants, id.0.to_vec(), enc("grant", &rec)?);
+        Ok(Some(b))
     }
 
     /// Reads, decides on and rewrites one grant record under the write lock. `f` answers with
@@ -287,13 +316,19 @@ impl Access {
     /// Keeps an access request; false when it is already held.
     pub fn add_request(&self, r: &Signed<AccessRequest>, direction: Direction) -> Result<bool, Error> {
         let _w = self.guard();
+        self.write_ops(self.add_request_ops(r, direction)?)
+    }
+
+    /// The writes that keep `r`; `None` when it is held already. Call with [`Access::write_lock`].
+    pub fn add_request_ops(&self, r: &Signed<AccessRequest>, direction: Direction) -> Result<Option<Batch>, Error> {
         let key = r.body().id.0;
         if self.store.get(Cf::Requests, &key)?.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let rec = RequestRecord { request: r.as_bytes().to_vec(), direction, decision: None };
-        self.store.put(Cf::Requests, &key, &enc("request", &rec)?)?;
-        Ok(true)
+        let mut b = Batch::default();
+        b.put(Cf::Requests, key.to_vec(), enc("request", &rec)?);
+        Ok(Some(b))
     }
 
     fn decode_request(rec: RequestRecord) -> Result<HeldRequest, Error> {
@@ -323,15 +358,22 @@ impl Access {
     /// Attaches a decision to a held request; false if it already had one.
     pub fn decide(&self, d: &Signed<Decision>) -> Result<bool, Error> {
         let _w = self.guard();
+        self.write_ops(self.decide_ops(d)?)
+    }
+
+    /// The writes that attach `d`; `None` when the request is unknown or decided. Call with
+    /// [`Access::write_lock`].
+    pub fn decide_ops(&self, d: &Signed<Decision>) -> Result<Option<Batch>, Error> {
         let key = d.body().request.0;
-        let Some(b) = self.store.get(Cf::Requests, &key)? else { return Ok(false) };
+        let Some(b) = self.store.get(Cf::Requests, &key)? else { return Ok(None) };
         let mut rec: RequestRecord = dec("request", &b)?;
         if rec.decision.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         rec.decision = Some(d.as_bytes().to_vec());
-        self.store.put(Cf::Requests, &key, &enc("request", &rec)?)?;
-        Ok(true)
+        let mut out = Batch::default();
+        out.put(Cf::Requests, key.to_vec(), enc("request", &rec)?);
+        Ok(Some(out))
     }
 
     /// Records a nonce as used; false if it was seen before (a replay). Nonces older than

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod config;
 pub mod datadir;
+pub mod durable;
 pub mod exchange;
 pub mod format;
 pub mod identity;

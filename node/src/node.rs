@@ -58,6 +58,7 @@ use crate::access::Access;
 use crate::admin;
 use crate::blobs::Blobs;
 use crate::catalog::{Catalog, Ingested};
+use crate::durable::Durable;
 use crate::exchange::Exchanges;
 use crate::keyindex::KeyIndex;
 use crate::net::{self, Event, MemberAddrs, Members, NetHandle};
@@ -139,6 +140,8 @@ struct Inner {
     exchanges: Exchanges,
     provenance: Arc<Provenance>,
     keyindex: Arc<KeyIndex>,
+    /// Group commit: what the node reports done is durable first.
+    durable: Durable,
     /// Where unfinished fetches keep their state (`DIR/partial`).
     partial_dir: PathBuf,
     /// The uid owning the data dir: files the node wrote carry it.
@@ -293,6 +296,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         exchanges: Exchanges::default(),
         keyindex: Arc::new(KeyIndex::new(store.clone(), blobs.clone())),
         provenance,
+        durable: Durable::new(store.clone()),
         store,
         blobs,
         net,
@@ -402,9 +406,16 @@ impl Node {
         self.roster().roster.key_of(member).and_then(identity::peer_id)
     }
 
-    /// Appends to the provenance log. A failure to record is an operator's problem (disk), and is
-    /// logged as an error; the operation it describes has already happened.
-    fn record(&self, rec: provenance::Record) {
+    /// Appends to the provenance log (not yet synced: see [`crate::durable`]). An operation
+    /// whose record cannot be written is refused, not done silently.
+    fn record(&self, rec: provenance::Record) -> Result<(), Error> {
+        self.0.provenance.append(rec)?;
+        Ok(())
+    }
+
+    /// Appends a record of something that already failed or was refused; a failure to write it
+    /// is logged for the operator (the disk), since the answer is already decided.
+    fn record_or_log(&self, rec: provenance::Record) {
         if let Err(e) = self.0.provenance.append(rec) {
             tracing::error!(error = %e, "cannot append to the provenance log");
         }

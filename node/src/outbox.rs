@@ -1,7 +1,8 @@
 //! Deliveries waiting for their member to be reachable: a grant issued while the grantee was
 //! offline, a revocation, a decision. They are kept in the database (so they survive restarts)
 //! and sent, in order, when the member connects; a delivery leaves the outbox only when the
-//! member has acknowledged it.
+//! member has acknowledged it. A delivery is queued in the same write as the change it carries,
+//! before it is first sent, so a crash can never lose one.
 
 use deltafed_protocol::wire::Delivery;
 use deltafed_protocol::{Hash, MemberId, Timestamp};
@@ -29,14 +30,20 @@ impl Outbox {
 
     /// Queues `d` for `member`; the key orders deliveries by time and is stable for one delivery.
     pub fn push(&self, member: &MemberId, d: &Delivery, now: Timestamp) -> Result<Vec<u8>, Error> {
+        let (key, b) = self.push_ops(member, d, now)?;
+        self.store.write(b)?;
+        Ok(key)
+    }
+
+    /// The write that queues `d` (to go in the same batch as the change it delivers), and its key.
+    pub fn push_ops(&self, member: &MemberId, d: &Delivery, now: Timestamp) -> Result<(Vec<u8>, Batch), Error> {
         let bytes = enc("delivery", d)?;
         let mut key = member_prefix(member);
         key.extend_from_slice(&now.0.to_be_bytes());
         key.extend_from_slice(&Hash::of(&bytes).0[..8]);
         let mut b = Batch::default();
         b.put(Cf::Peers, key.clone(), bytes);
-        self.store.write(b)?;
-        Ok(key)
+        Ok((key, b))
     }
 
     /// Everything waiting for `member`, oldest first, with the key to pass to [`Outbox::done`].

@@ -17,9 +17,11 @@
 //! - `Cf::Checkpoints`: seq → our own signed checkpoint.
 //! - `Cf::Witness`: member + 0x00 + seq → a peer's signed checkpoint we keep for them.
 //!
-//! Writes go to the WAL without fsync: an entry is recorded on every exchange step, and a crash
-//! can only lose a suffix of the log, never break the chain (each batch is atomic). Checkpoints
-//! held by peers cover what was durable when they were signed.
+//! Durability: writes go to the WAL without an fsync of their own; the node makes them durable
+//! with one shared sync per batch of concurrent work (`crate::durable`) before it reports an
+//! operation done, and before a checkpoint is signed the WAL is synced, so whatever a
+//! checkpoint vouches for is on disk. A crash can only lose a suffix no command reported and no
+//! checkpoint covers, never break the chain (each batch is atomic).
 
 mod link;
 mod query;
@@ -160,12 +162,18 @@ impl Provenance {
 
     /// Appends one entry, atomically with its index rows.
     pub fn append(&self, rec: Record) -> Result<Appended, Error> {
+        self.append_with(rec, Batch::default())
+    }
+
+    /// Appends one entry in the same atomic write as `state`: the change it records and the
+    /// record of it land together or not at all.
+    pub fn append_with(&self, rec: Record, state: Batch) -> Result<Appended, Error> {
         self.writable("append to the provenance log")?;
-        let mut state = self.lock_state();
-        let mut batch = Batch::default();
-        let appended = self.prepare(state.head, rec, &mut batch)?;
+        let mut guard = self.lock_state();
+        let mut batch = state;
+        let appended = self.prepare(guard.head, rec, &mut batch)?;
         self.store.write(batch)?;
-        state.head = Some(appended);
+        guard.head = Some(appended);
         Ok(appended)
     }
 
@@ -214,6 +222,9 @@ impl Provenance {
         if state.last_checkpoint == Some(head.seq) {
             return Ok(None);
         }
+        // A checkpoint vouches for everything up to its head, so that must be on disk first
+        // (appends hold the same lock, so none can slip in between the sync and the signature).
+        self.store.sync_wal()?;
         let body =
             Checkpoint { v: OBJECT_VERSION, member: self.member.clone(), seq: head.seq, head: head.hash, time: now };
         let cp = Signed::sign(body, key).map_err(|source| Error::Sign { seq: head.seq, source })?;

@@ -89,6 +89,8 @@ pub enum Error {
     Op { op: &'static str, cf: &'static str, source: rocksdb::Error },
     #[error("column family {0} is missing from the database")]
     MissingCf(&'static str),
+    #[error("the database task failed: {0}")]
+    Task(String),
 }
 
 /// A handle on the database; cheap to clone.
@@ -164,6 +166,12 @@ impl Store {
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)
+    }
+
+    /// Makes every write so far durable: one sync of the write-ahead log covers all of them
+    /// (writes themselves do not sync; see `crate::durable` for group commit).
+    pub fn sync_wal(&self) -> Result<(), Error> {
+        self.db.flush_wal(true).map_err(|source| Error::Op { op: "sync the log of", cf: "all", source })
     }
 
     /// Flushes memtables to disk (used at shutdown so the next start replays little).
@@ -263,6 +271,16 @@ impl Batch {
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
         self.puts.push((cf, key.into(), Some(value.into())));
         self
+    }
+
+    /// Adds every write of `other`, after this batch's own.
+    pub fn extend(&mut self, other: Batch) -> &mut Self {
+        self.puts.extend(other.puts);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty()
     }
 
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) -> &mut Self {

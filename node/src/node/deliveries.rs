@@ -13,6 +13,9 @@ use deltafed_protocol::{Authored, MemberId, Signed};
 use libp2p::PeerId;
 
 use super::{Error, Node, now};
+use crate::access::{self, Access};
+use crate::provenance::Record;
+use crate::store::Batch;
 
 /// How long a delivery waits for the member's acknowledgement before going to the outbox.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,16 +28,58 @@ pub struct Sent<T> {
 }
 
 impl Node {
-    /// Sends a delivery now if the member answers, otherwise keeps it in the outbox for when
-    /// it connects. Returns whether it was delivered (acknowledged) now.
-    pub(super) async fn deliver(&self, to: &MemberId, d: Delivery) -> Result<bool, Error> {
-        if let Some(peer) = self.peer_of_member(to)
-            && self.send_delivery(peer, &d).await.is_ok()
-        {
-            return Ok(true);
+    /// Writes a change (`change`, computed under the access write lock), its provenance entry
+    /// and the delivery queued for `to` in one atomic write, makes it durable, and then hands
+    /// the delivery over if the member answers now (the queued copy goes once acknowledged;
+    /// otherwise it is sent when the member connects). Returns whether it was acknowledged now.
+    pub(super) async fn commit_and_deliver(
+        &self,
+        change: impl FnOnce(&Access) -> Result<Option<Batch>, access::Error>,
+        rec: Record,
+        to: &MemberId,
+        d: Delivery,
+    ) -> Result<bool, Error> {
+        let key = {
+            let _w = self.0.access.write_lock();
+            let mut batch = change(&self.0.access)?.unwrap_or_default();
+            let (key, queued) = self.0.outbox.push_ops(to, &d, now())?;
+            batch.extend(queued);
+            self.0.provenance.append_with(rec, batch)?;
+            key
+        };
+        self.0.durable.sync().await?;
+        let Some(peer) = self.peer_of_member(to) else { return Ok(false) };
+        if self.send_delivery(peer, &d).await.is_err() {
+            return Ok(false);
         }
-        self.0.outbox.push(to, &d, now())?;
-        Ok(false)
+        if let Err(e) = self.0.outbox.done(&key) {
+            // It is sent again when the member next connects; receivers ignore what they hold.
+            tracing::error!(error = %e, "cannot update the outbox");
+        }
+        Ok(true)
+    }
+
+    /// Writes a change and its provenance entry in one atomic write and makes it durable;
+    /// `Ok(false)` (nothing written) when `change` finds nothing to change.
+    pub(super) async fn commit(
+        &self,
+        change: impl FnOnce(&Access) -> Result<Option<Batch>, access::Error>,
+        rec: impl FnOnce() -> Record,
+    ) -> Result<bool, Error> {
+        let changed = {
+            let _w = self.0.access.write_lock();
+            match change(&self.0.access)? {
+                Some(batch) => {
+                    self.0.provenance.append_with(rec(), batch)?;
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed {
+            self.0.durable.sync().await?;
+        }
+        Ok(changed)
     }
 
     async fn send_delivery(&self, peer: PeerId, d: &Delivery) -> Result<(), crate::rpc::Error> {
@@ -88,11 +133,11 @@ impl Node {
     /// Verifies a delivered object from `from` and hands it to the concept it belongs to.
     pub(super) async fn receive(&self, from: &MemberId, d: Delivery) -> Result<(), Error> {
         match d {
-            Delivery::AccessRequest(b) => self.receive_request(from, self.verified::<AccessRequest>(&b)?),
-            Delivery::Decision(b) => self.receive_decision(from, self.verified::<Decision>(&b)?),
-            Delivery::Grant(b) => self.receive_grant(from, self.verified::<Grant>(&b)?),
-            Delivery::Revocation(b) => self.receive_revocation(from, self.verified::<Revocation>(&b)?),
-            Delivery::Receipt(b) => self.receive_receipt(from, self.verified::<Receipt>(&b)?),
+            Delivery::AccessRequest(b) => self.receive_request(from, self.verified::<AccessRequest>(&b)?).await,
+            Delivery::Decision(b) => self.receive_decision(from, self.verified::<Decision>(&b)?).await,
+            Delivery::Grant(b) => self.receive_grant(from, self.verified::<Grant>(&b)?).await,
+            Delivery::Revocation(b) => self.receive_revocation(from, self.verified::<Revocation>(&b)?).await,
+            Delivery::Receipt(b) => self.receive_receipt(from, self.verified::<Receipt>(&b)?).await,
             Delivery::Checkpoint(b) => {
                 // Who sent it is checked before anything is kept.
                 let cp = self.verified::<Checkpoint>(&b)?;

@@ -129,8 +129,15 @@ impl Node {
             }
             match self.fetch_attempt(peer, &m, grant_id, &partial, &mut state, &out, progress.as_ref()).await {
                 Ok((request, ticket, receipt)) => {
-                    self.record(Record::exchange_received(&request, &ticket, &receipt, &out));
-                    let _ = self.deliver(&provider, Delivery::Receipt(receipt.as_bytes().to_vec())).await;
+                    // The record of what was received and the receipt owed to the provider are
+                    // one durable write; the receipt goes now or when the provider is back.
+                    self.commit_and_deliver(
+                        |_| Ok(None),
+                        Record::exchange_received(&request, &ticket, &receipt, &out),
+                        &provider,
+                        Delivery::Receipt(receipt.as_bytes().to_vec()),
+                    )
+                    .await?;
                     if let Some(g) = grant_id {
                         // The grantee counts too, so `deltafed grants` shows use on both sides.
                         let _ = self.0.access.count_received(&g);
@@ -139,7 +146,7 @@ impl Node {
                 }
                 Err(Stop::Fatal(e)) => {
                     let reason = e.to_string();
-                    self.record(Record::failed::<FetchRequest>(
+                    self.record_or_log(Record::failed::<FetchRequest>(
                         "fetch failed:",
                         &provider,
                         m.dataset_ref(),

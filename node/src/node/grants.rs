@@ -51,9 +51,14 @@ impl Node {
             time: now(),
         };
         let signed = Signed::sign(body, &self.0.key)?;
-        self.0.access.add_request(&signed, Direction::Outgoing)?;
-        self.record(Record::request_sent(&signed));
-        let delivered = self.deliver(&provider, Delivery::AccessRequest(signed.as_bytes().to_vec())).await?;
+        let delivered = self
+            .commit_and_deliver(
+                |a| a.add_request_ops(&signed, Direction::Outgoing),
+                Record::request_sent(&signed),
+                &provider,
+                Delivery::AccessRequest(signed.as_bytes().to_vec()),
+            )
+            .await?;
         Ok(Sent { object: signed, delivered })
     }
 
@@ -90,9 +95,14 @@ impl Node {
             time: now(),
         };
         let signed = Signed::sign(d, &self.0.key)?;
-        self.0.access.decide(&signed)?;
-        self.record(Record::decision_made(req, &signed));
-        let delivered = self.deliver(&rb.requester, Delivery::Decision(signed.as_bytes().to_vec())).await?;
+        let delivered = self
+            .commit_and_deliver(
+                |a| a.decide_ops(&signed),
+                Record::decision_made(req, &signed),
+                &rb.requester,
+                Delivery::Decision(signed.as_bytes().to_vec()),
+            )
+            .await?;
         Ok(Sent { object: signed, delivered })
     }
 
@@ -196,10 +206,15 @@ impl Node {
             max_queries: g.max_queries,
         };
         let signed = Signed::sign(body, &self.0.key)?;
-        self.0.access.add_grant(&signed, Role::Issued, false)?;
-        self.record(Record::grant_issued(&signed));
         let b = signed.body();
-        let delivered = self.deliver(&b.grantee, Delivery::Grant(signed.as_bytes().to_vec())).await?;
+        let delivered = self
+            .commit_and_deliver(
+                |a| a.add_grant_ops(&signed, Role::Issued, false),
+                Record::grant_issued(&signed),
+                &b.grantee,
+                Delivery::Grant(signed.as_bytes().to_vec()),
+            )
+            .await?;
         if delivered {
             self.0.access.mark_delivered(&b.id)?;
         }
@@ -236,16 +251,21 @@ impl Node {
             reason,
         };
         let signed = Signed::sign(r, &self.0.key)?;
-        // Revocation takes effect here first: exchanges in flight are refused at their next
-        // chunk, with the revocation's reason.
-        self.0.access.revoke(&signed)?;
-        self.record(Record::revocation_issued(g, &signed));
-        let delivered = self.deliver(&g.grantee, Delivery::Revocation(signed.as_bytes().to_vec())).await?;
+        // Revocation takes effect here first (durably, before this returns): exchanges in
+        // flight are refused at their next chunk, with the revocation's reason.
+        let delivered = self
+            .commit_and_deliver(
+                |a| a.revoke_ops(&signed),
+                Record::revocation_issued(g, &signed),
+                &g.grantee,
+                Delivery::Revocation(signed.as_bytes().to_vec()),
+            )
+            .await?;
         Ok(Sent { object: signed, delivered })
     }
 
     /// A member asks us for access.
-    pub(super) fn receive_request(&self, from: &MemberId, r: Signed<AccessRequest>) -> Result<(), Error> {
+    pub(super) async fn receive_request(&self, from: &MemberId, r: Signed<AccessRequest>) -> Result<(), Error> {
         let me = &self.0.member;
         let body = r.body();
         if &body.requester != from || &body.provider != me {
@@ -255,15 +275,14 @@ impl Node {
             Some(Latest::Manifest(_)) => {}
             _ => return Err(Error::not_found(format!("{me} publishes no dataset {}", body.dataset))),
         }
-        if self.0.access.add_request(&r, Direction::Incoming)? {
-            self.record(Record::request_received(&r));
+        if self.commit(|a| a.add_request_ops(&r, Direction::Incoming), || Record::request_received(&r)).await? {
             tracing::info!(request = %body.id, from = %from, dataset = %body.dataset, "access request received");
         }
         Ok(())
     }
 
     /// A provider answers a request we sent it.
-    pub(super) fn receive_decision(&self, from: &MemberId, d: Signed<Decision>) -> Result<(), Error> {
+    pub(super) async fn receive_decision(&self, from: &MemberId, d: Signed<Decision>) -> Result<(), Error> {
         let body = d.body();
         if &body.provider != from || body.requester != self.0.member {
             return Err(Error::refused("the decision is not from its sender or not for this member"));
@@ -277,25 +296,22 @@ impl Node {
         if &held.request.body().provider != from {
             return Err(Error::refused("a decision on a request made to another provider"));
         }
-        if self.0.access.decide(&d)? {
-            self.record(Record::decision_received(&held.request, &d));
-        }
+        self.commit(|a| a.decide_ops(&d), || Record::decision_received(&held.request, &d)).await?;
         Ok(())
     }
 
-    pub(super) fn receive_grant(&self, from: &MemberId, g: Signed<Grant>) -> Result<(), Error> {
+    pub(super) async fn receive_grant(&self, from: &MemberId, g: Signed<Grant>) -> Result<(), Error> {
         let body = g.body();
         if &body.provider != from || body.grantee != self.0.member {
             return Err(Error::refused("the grant is not from its sender or not for this member"));
         }
-        if self.0.access.add_grant(&g, Role::Received, true)? {
-            self.record(Record::grant_received(&g));
+        if self.commit(|a| a.add_grant_ops(&g, Role::Received, true), || Record::grant_received(&g)).await? {
             tracing::info!(grant = %body.id, from = %from, dataset = %body.dataset, "grant received");
         }
         Ok(())
     }
 
-    pub(super) fn receive_revocation(&self, from: &MemberId, r: Signed<Revocation>) -> Result<(), Error> {
+    pub(super) async fn receive_revocation(&self, from: &MemberId, r: Signed<Revocation>) -> Result<(), Error> {
         let body = r.body();
         if &body.provider != from || body.grantee != self.0.member {
             return Err(Error::refused("the revocation is not from its sender or not for this member"));
@@ -306,9 +322,7 @@ impl Node {
         if &held.grant.body().provider != from {
             return Err(Error::refused("a revocation of another provider's grant"));
         }
-        if self.0.access.revoke(&r)? {
-            self.record(Record::revocation_received(held.grant.body(), &r));
-        }
+        self.commit(|a| a.revoke_ops(&r), || Record::revocation_received(held.grant.body(), &r)).await?;
         Ok(())
     }
 }

@@ -65,10 +65,11 @@ impl Node {
                 return Err(Error::refused(format!("the new manifest was not accepted locally: {other:?}")));
             }
         }
+        self.record(Record::published(&signed))?;
+        self.0.durable.sync().await?;
         self.announce(Gossip::Manifest(signed.as_bytes().to_vec())).await?;
         let b = signed.body();
         tracing::info!(dataset = %b.dataset_ref(), hash = %b.content_hash, "published");
-        self.record(Record::published(&signed));
         Ok(signed)
     }
 
@@ -88,8 +89,9 @@ impl Node {
         let w = Withdrawal { v: OBJECT_VERSION, publisher: me.clone(), dataset, version, reason, time: now() };
         let signed = Signed::sign(w, &self.0.key)?;
         self.0.catalog.ingest_withdrawal(signed.as_bytes(), &self.roster().roster)?;
+        self.record(Record::withdrawn(&signed))?;
+        self.0.durable.sync().await?;
         self.announce(Gossip::Withdrawal(signed.as_bytes().to_vec())).await?;
-        self.record(Record::withdrawn(&signed));
         Ok(signed)
     }
 

@@ -69,7 +69,9 @@ impl Node {
             time: now(),
         };
         let signed = Signed::sign(answer, &self.0.key).map_err(|e| fail(e.into()))?;
-        self.record(Record::query_served(&req, &signed, grant, &purpose));
+        self.record(Record::query_served(&req, &signed, grant, &purpose)).map_err(&fail)?;
+        // The nonce, the count and the record are durable before the answer leaves.
+        self.0.durable.sync().await.map_err(|e| fail(e.into()))?;
         Ok(wire::Response::Answer { answer: signed.into_bytes(), records: records_bytes })
     }
 
@@ -106,7 +108,13 @@ impl Node {
             Err(e) => {
                 let e = Error::from_call(&provider, e);
                 if let Error::Refused(reason) = &e {
-                    self.record(Record::failed("query refused:", &provider, m.dataset_ref(), reason, Some(&signed)));
+                    self.record_or_log(Record::failed(
+                        "query refused:",
+                        &provider,
+                        m.dataset_ref(),
+                        reason,
+                        Some(&signed),
+                    ));
                 }
                 return Err(e);
             }
@@ -131,11 +139,12 @@ impl Node {
                 records.len()
             )));
         }
-        self.record(Record::query_answered(&signed, &a));
+        self.record(Record::query_answered(&signed, &a))?;
         if let Some(g) = &grant {
             // The grantee counts too, so `deltafed grants` shows use on both sides.
             let _ = self.0.access.count_query(&g.grant.body().id)?;
         }
+        self.0.durable.sync().await?;
         Ok(Answered { answer: a, key, records })
     }
 }

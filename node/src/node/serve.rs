@@ -72,7 +72,7 @@ impl Node {
     /// Logs a refused fetch or query (by the request's hash) and answers with the reason.
     pub(super) fn refuse(&self, from: &MemberId, what: &str, r: Refused, request: &[u8]) -> wire::Response {
         tracing::info!(peer = %from, reason = %r.reason, "{what} refused");
-        self.record(Record::refused_request(what, from, r.dataset, &r.reason, request));
+        self.record_or_log(Record::refused_request(what, from, r.dataset, &r.reason, request));
         wire::Response::Refused(r.reason)
     }
 
@@ -156,7 +156,9 @@ impl Node {
         self.0
             .exchanges
             .insert(exchange_id, Serving::new(from.clone(), grant, m.dataset_ref(), file, size, rb.offset, projection));
-        self.record(Record::exchange_served(&req, &signed, grant, &purpose));
+        self.record(Record::exchange_served(&req, &signed, grant, &purpose)).map_err(&fail)?;
+        // The nonce, the fetch count and the record are durable before the ticket leaves.
+        self.0.durable.sync().await.map_err(|e| fail(e.into()))?;
         tracing::info!(exchange = %exchange_id, peer = %from, dataset = %m.dataset_ref(), size, offset = rb.offset, "serving");
         Ok(wire::Response::Ticket { ticket: signed.into_bytes(), chunk_hashes: exchange::table_bytes(&table) })
     }
@@ -211,7 +213,7 @@ impl Node {
     }
 
     /// The requester acknowledges an exchange: it ends here.
-    pub(super) fn receive_receipt(&self, from: &MemberId, r: Signed<Receipt>) -> Result<(), Error> {
+    pub(super) async fn receive_receipt(&self, from: &MemberId, r: Signed<Receipt>) -> Result<(), Error> {
         let body = r.body();
         if &body.requester != from || body.provider != self.0.member {
             return Err(Error::refused("the receipt is not from its sender or not for this member"));
@@ -221,7 +223,8 @@ impl Node {
             self.0.access.close_fetch(&g)?;
         }
         self.0.exchanges.remove(&body.exchange);
-        self.record(Record::receipt_received(&r, dataset));
+        self.record(Record::receipt_received(&r, dataset))?;
+        self.0.durable.sync().await?;
         Ok(())
     }
 }

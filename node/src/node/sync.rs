@@ -122,7 +122,7 @@ impl Node {
             .and_then(|v| v.into_iter().next())
             .is_some_and(|e| e.kind == "roster-installed" && e.note == note);
         if !already {
-            self.record(Record::roster_installed(&roster, bytes));
+            self.record_or_log(Record::roster_installed(&roster, bytes));
         }
     }
 

@@ -9,6 +9,7 @@
 mod bulk;
 mod ceiling;
 mod cpu;
+mod durability;
 mod footprint;
 mod provenance;
 mod queries;
@@ -101,6 +102,9 @@ pub fn main() -> Result<()> {
     }
     if want("provenance") {
         rows.extend(provenance::run(&sizes).context("provenance")?);
+    }
+    if want("durability") {
+        rows.extend(durability::run(&sizes).context("durability")?);
     }
     if want("footprint") {
         rows.extend(footprint::run(&sizes).context("footprint")?);

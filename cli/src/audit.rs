@@ -127,7 +127,7 @@ pub fn run(g: &Global, a: ProvenanceArgs) -> Result<ExitCode> {
                 Some(mut c) => c.call(&Request::ProvenanceExport { out })?,
                 None => {
                     let prov = offline(g)?;
-                    let n = deltafed_node::node::export_to(&prov, &out).map_err(anyhow::Error::msg)?;
+                    let n = deltafed_node::node::export_to(&prov, &out)?;
                     Exported { out: out.display().to_string(), entries: n }
                 }
             };

@@ -113,14 +113,27 @@ impl Node {
     }
 }
 
+/// Why an export could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Log(#[from] crate::provenance::Error),
+}
+
 /// Writes the export atomically (a reader never sees half a file).
-pub fn export_to(prov: &crate::provenance::Provenance, out: &std::path::Path) -> Result<u64, String> {
+pub fn export_to(prov: &crate::provenance::Provenance, out: &std::path::Path) -> Result<u64, ExportError> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let write = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| ExportError::Write { path, source }
+    };
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write(dir))?;
     let mut w = std::io::BufWriter::new(tmp);
-    let n = prov.export(&mut w).map_err(|e| e.to_string())?;
-    let tmp = w.into_inner().map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-    tmp.persist(out).map_err(|e| format!("cannot write {}: {}", out.display(), e.error))?;
+    let n = prov.export(&mut w)?;
+    let tmp = w.into_inner().map_err(|e| write(out)(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(write(out))?;
+    tmp.persist(out).map_err(|e| write(out)(e.error))?;
     Ok(n)
 }

@@ -5,7 +5,8 @@
 # 30 s). Zhejiang publishes its business licences; Shanghai fetches them under a direct grant and
 # runs a record query; Anhui asks for three fields, is approved and fetches the projection;
 # Zhejiang revokes Shanghai's grant and Shanghai's next fetch is refused; both sides show and
-# verify their provenance. Ends with `demo: OK`.
+# verify their provenance; scripts/verify-export.py checks Zhejiang's export on its own and
+# rejects a tampered copy. Ends with `demo: OK`.
 #
 # The story is testnet/scenario.sh, which make testnet-scenario runs inside the compose
 # federation; this runs it with the local runner (testnet/local.sh).

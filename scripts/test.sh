@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: prerequisites, formatting, lints, the protocol crate's
-# dependency boundary, then every test (unit, protocol vectors, CLI, multi-node integration).
-# Then the benchmark suite in quick mode, and, when a Docker engine answers, the compose testnet
+# dependency boundary, then every test (unit, protocol vectors, CLI, multi-node integration), then
+# the independent Python checks of the vectors and of the provenance export verifier. Then the
+# benchmark suite in quick mode, and, when a Docker engine answers, the compose testnet
 # (testnet/docker/all.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,13 @@ fi
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The same bytes checked again without the Rust code: the vectors against docs/protocol.md, and
+# the auditor's export verifier against tampered exports (cbor2, PyNaCl, blake3; pip when missing).
+echo "== protocol vectors and export verifier, independently (python3 scripts/check-vectors.py, test-verify-export.py)"
+bash scripts/python-deps.sh
+python3 scripts/check-vectors.py
+python3 scripts/test-verify-export.py
 
 # The quick benchmarks and the compose testnet need the static release build. Cold, it compiles
 # RocksDB's C++ a second time (measured on a fresh 2-core machine: ~40 min, against ~30 min for

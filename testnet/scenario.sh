@@ -4,7 +4,10 @@
 # the signed manifest reaches every catalog; Zhejiang grants Shanghai, which fetches them and looks
 # one licence up; Anhui asks for three fields, Zhejiang approves, Anhui fetches the projection;
 # Zhejiang revokes Shanghai's grant and Shanghai's own node refuses the next fetch with the
-# revocation's reason, without asking Zhejiang; both sides show and verify their provenance.
+# revocation's reason, without asking Zhejiang; both sides show and verify their provenance; an
+# auditor checks Zhejiang's provenance export on its own with scripts/verify-export.py (cbor2,
+# PyNaCl, blake3; installed with pip when missing), and a copy with one byte of one note changed
+# is rejected.
 #
 #   testnet/scenario.sh local    # make demo (scripts/demo.sh): four `deltafed run` processes on
 #                                # this machine, in a temp dir removed on exit (testnet/local.sh);
@@ -52,6 +55,7 @@ story_step() { N=$(( N + 1 )); step "$N. $*"; }
 #   runner_up           the federation running, every member connected to the other three
 #   stage_input         sets INPUT: the path Zhejiang's node reads the licences from
 #   out_path NAME       a path for a member's `fetch --out` / `export --out` (new on every run)
+#   data_file MEMBER F  the path of file F in MEMBER's data dir, as get_file takes it
 #   where MEMBER PATH   a member's file, as shown in the output
 #   runner_down         the end of the run
 # and, from local.sh or docker/lib.sh: dx, show_cmd, get_file, has_file.
@@ -72,6 +76,7 @@ case $RUNNER in
       INPUT=zhejiang-licences.csv
     }
     out_path() { printf '%s' "$1"; }
+    data_file() { printf 'net/%s/%s' "$1" "$2"; }
     where() { printf '%s' "$2"; }
     runner_down() {
       story_step "Shut down (SIGTERM)"
@@ -89,6 +94,8 @@ case $RUNNER in
     # testnet/docker/scenario is mounted read-only at /scenario in every member's container.
     stage_input() { INPUT=/scenario/zhejiang-licences.csv; }
     out_path() { printf '/tmp/%s-%s.%s' "${1%.*}" "$RUN_ID" "${1##*.}"; }
+    # `deltafed testnet init --docker` made the data dirs /data/<member> (the federation volume).
+    data_file() { printf '/data/%s/%s' "$1" "$2"; }
     where() { printf '<%s>:%s' "$1" "$2"; }
     # The federation stays up for make testnet-faults; make testnet-down removes it.
     runner_down() { :; }
@@ -273,10 +280,58 @@ note "exchange $XID is in both logs (served by Zhejiang, received by Shanghai)"
 run zhejiang provenance verify
 run shanghai provenance verify
 run anhui provenance verify
+
+story_step "An auditor checks Zhejiang's provenance export on its own (docs/audit.md)"
+# The head Zhejiang's running node has just verified against the checkpoints its peers witnessed:
+# the export, taken after it, must hold that entry with that hash (--head).
+VERIFIED=$(dx zhejiang provenance verify --json 2>&1) \
+  || die "[zhejiang] \`deltafed provenance verify --json\` failed" "$VERIFIED"
+HEAD=$(json "'%d:%s' % (d['head_seq'], d['head_hash'])" "$VERIFIED") \
+  || die "Zhejiang's \`provenance verify --json\` names no head" "$VERIFIED"
 OUT=$(out_path zhejiang-audit.jsonl)
 run zhejiang provenance export --out "$OUT"
+ROSTER=$(data_file zhejiang roster.cbor)
 get_file zhejiang "$OUT" "$TMP/audit.jsonl"
-note "$(where zhejiang "$OUT"): $(wc -l <"$TMP/audit.jsonl") lines"
+get_file zhejiang "$ROSTER" "$TMP/roster.cbor"
+note "copied out: $(where zhejiang "$OUT") ($(wc -l <"$TMP/audit.jsonl") entries) as audit.jsonl,"
+note "the roster $(where zhejiang "$ROSTER") as roster.cbor; the head verified: ${HEAD%%:*} ${HEAD#*:}"
+PYTHON="$PYTHON" bash "$REPO_ROOT/scripts/python-deps.sh" \
+  || die "cannot install the Python packages scripts/verify-export.py needs (cbor2, pynacl, blake3)"
+verify_export() { (cd "$TMP" && "$PYTHON" "$REPO_ROOT/scripts/verify-export.py" "$@"); }
+echo "\$ python3 scripts/verify-export.py audit.jsonl --roster roster.cbor --head $HEAD"
+verify_export audit.jsonl --roster roster.cbor --head "$HEAD" \
+  || die "scripts/verify-export.py finds Zhejiang's export not intact (see above)"
+# A careful forger changes one byte of the note of Zhejiang's first exchange-served entry (the
+# purpose it logged), in `note` and in `raw` alike, and writes the recomputed `hash`: the line
+# agrees with itself, but the next entry's `prev` still names the original.
+TAMPERED=$("$PYTHON" - "$TMP/audit.jsonl" "$TMP/tampered.jsonl" <<'EOF'
+import json, sys
+import blake3
+lines = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
+i = next(i for i, e in enumerate(lines[:-1]) if e["kind"] == "exchange-served")
+e = lines[i]
+at = e["note"].index("purpose: ") + len("purpose: ")
+old = e["note"].encode("utf-8")
+assert old[at:at + 1].isalpha() and bytes.fromhex(e["raw"]).count(old) == 1, "no ASCII purpose to alter"
+new = old[:at] + old[at:at + 1].swapcase() + old[at + 1:]
+raw = bytes.fromhex(e["raw"]).replace(old, new)
+e["note"], e["raw"] = new.decode("utf-8"), raw.hex()
+e["hash"] = blake3.blake3(b"deltafed/v1/provenance-entry\x00" + raw).hexdigest()
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(l, ensure_ascii=False) + "\n" for l in lines)
+print(e["seq"], old[at:at + 12].decode(), new[at:at + 12].decode())
+EOF
+) || die "cannot make the tampered copy of the export"
+read -r TSEQ TOLD TNEW <<<"$TAMPERED"
+note "tampered.jsonl: entry $TSEQ's note says \"$TNEW...\" instead of \"$TOLD...\" (hash recomputed)"
+echo "\$ python3 scripts/verify-export.py tampered.jsonl --roster roster.cbor --head $HEAD"
+rc=0
+REJECTED=$(verify_export tampered.jsonl --roster roster.cbor --head "$HEAD" 2>&1) || rc=$?
+printf '%s\n' "$REJECTED"
+[ "$rc" = 1 ] || die "scripts/verify-export.py did not reject the tampered export (exit status $rc, not 1)"
+grep -qF "(entry $(( TSEQ + 1 ))): prev " <<<"$REJECTED" \
+  || die "scripts/verify-export.py rejected the tampered export, but not for the broken link after entry $TSEQ"
+note "rejected (exit status 1): entry $(( TSEQ + 1 ))'s prev no longer matches the altered entry $TSEQ"
 
 runner_down
 finish

@@ -86,15 +86,24 @@ fn notes(fed: &Federation, member: &str, kind: &str) -> Result<Vec<(String, Opti
         .collect())
 }
 
-#[test]
-fn a_crash_during_publish_grant_and_revoke_loses_nothing_reported() -> Result<()> {
+/// Zhejiang and Shanghai connected, Zhejiang publishing `lic` (extra publish flags in `flags`);
+/// returns the federation and the path of the published file.
+fn two_provinces(flags: &[&str]) -> Result<(Federation, String)> {
     let mut fed = Federation::init(&["zhejiang", "shanghai"])?;
     fed.start_all()?;
     fed.wait_mesh(&["zhejiang", "shanghai"], CONNECT)?;
     let lic = fed.root().join("l.csv");
     std::fs::write(&lic, LICENCES)?;
     let lic = path_str(&lic)?.to_string();
-    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
+    let mut args = vec!["publish", lic.as_str(), "--dataset", "lic", "--title", "L"];
+    args.extend_from_slice(flags);
+    fed.json("zhejiang", &args)?;
+    Ok((fed, lic))
+}
+
+#[test]
+fn a_crash_during_publish_grant_and_revoke_loses_nothing_reported() -> Result<()> {
+    let (mut fed, lic) = two_provinces(&[])?;
     let mut reported: Vec<Done> = Vec::new();
     for round in 0..3 {
         let dir = fed.data_dir("zhejiang");
@@ -171,13 +180,7 @@ fn a_crash_during_publish_grant_and_revoke_loses_nothing_reported() -> Result<()
 
 #[test]
 fn a_provider_crash_during_a_burst_of_queries_loses_no_answered_call() -> Result<()> {
-    let mut fed = Federation::init(&["zhejiang", "shanghai"])?;
-    fed.start_all()?;
-    fed.wait_mesh(&["zhejiang", "shanghai"], CONNECT)?;
-    let lic = fed.root().join("l.csv");
-    std::fs::write(&lic, LICENCES)?;
-    let lic = path_str(&lic)?.to_string();
-    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L", "--key-field", "company_id"])?;
+    let (mut fed, _) = two_provinces(&["--key-field", "company_id"])?;
     fed.wait_for("the manifest at shanghai", SOON, |f| Ok(f.catalog("shanghai")?.contains(&"zhejiang/lic@1".into())))?;
     fed.json("zhejiang", &["grant", "lic", "--to", "shanghai", "--purpose", "crash test"])?;
     fed.wait_for("the grant at shanghai", SOON, |f| {

@@ -59,6 +59,18 @@ pub struct Config {
     /// Cap on the bytes per second served to one exchange, e.g. 10485760 for 10 MiB/s, so a large
     /// fetch cannot take all of a link shared with record queries. Default: no cap (0).
     pub serve_rate_limit: u64,
+    /// Requests from one member handled at once; the rest wait their turn, so no member can
+    /// take every handler. Default 16.
+    pub member_concurrency: usize,
+    /// Undecided access requests kept from one member; past it, its new requests are refused
+    /// until some are decided. Default 100.
+    pub member_pending_requests: usize,
+    /// Grants held from one provider (unsolicited deliveries included); past it, new ones are
+    /// refused. Default 1000.
+    pub member_grants: usize,
+    /// Exchanges one requester may have open here at once; a new one past it closes that
+    /// requester's oldest (never another member's). Default 16.
+    pub member_exchanges: usize,
 }
 
 impl Default for Config {
@@ -73,6 +85,10 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(300),
             max_redial_interval: Duration::from_secs(30),
             serve_rate_limit: 0,
+            member_concurrency: 16,
+            member_pending_requests: 100,
+            member_grants: 1000,
+            member_exchanges: 16,
         }
     }
 }

@@ -126,13 +126,29 @@ impl Exchanges {
         self.serving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn insert(&self, id: ExchangeId, s: Serving) {
+    /// Keeps an exchange being served. A requester with `per_requester` open already loses its
+    /// own least recently used one; when the table is full, the least recently used exchange of
+    /// the requester with the most goes, so no member can push out another's transfers.
+    pub fn insert(&self, id: ExchangeId, s: Serving, per_requester: usize) {
         let mut map = self.lock();
         map.retain(|_, s| s.last_used.elapsed() < IDLE);
-        if map.len() >= MAX_SERVING
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k)
+        let oldest_of = |map: &HashMap<ExchangeId, Serving>, who: &MemberId| {
+            map.iter().filter(|(_, x)| &x.requester == who).min_by_key(|(_, x)| x.last_used).map(|(k, _)| *k)
+        };
+        if map.values().filter(|x| x.requester == s.requester).count() >= per_requester.max(1)
+            && let Some(k) = oldest_of(&map, &s.requester)
         {
-            map.remove(&oldest);
+            map.remove(&k);
+        }
+        if map.len() >= MAX_SERVING {
+            let mut counts: HashMap<&MemberId, usize> = HashMap::new();
+            for x in map.values() {
+                *counts.entry(&x.requester).or_default() += 1;
+            }
+            let busiest = counts.into_iter().max_by_key(|(_, n)| *n).map(|(m, _)| m.clone());
+            if let Some(k) = busiest.and_then(|m| oldest_of(&map, &m)) {
+                map.remove(&k);
+            }
         }
         map.insert(id, s);
     }
@@ -422,6 +438,27 @@ mod tests {
 
     fn for_test(dir: &tempfile::TempDir) -> Partial {
         Partial::for_output(&dir.path().join("out.bin"), &dir.path().join("state"), owner(dir))
+    }
+
+    /// One requester flooding the table loses its own oldest exchanges, never another's.
+    #[test]
+    fn a_requester_cannot_evict_another_members_exchanges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = Arc::new(File::create(dir.path().join("blob")).expect("file"));
+        let m = |s: &str| s.parse::<MemberId>().expect("member");
+        let d: DatasetRef = "zhejiang/d".parse().expect("dataset");
+        let serving = |who: &str| Serving::new(m(who), None, d.clone(), file.clone(), 1, 0, None);
+        let table = Exchanges::default();
+        let theirs = ExchangeId([0xbb; 16]);
+        table.insert(theirs, serving("anhui"), 16);
+        for i in 0..(MAX_SERVING as u32 + 50) {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            table.insert(ExchangeId(id), serving("rogue"), 16);
+        }
+        assert!(table.source(&theirs).is_some(), "anhui's exchange survives rogue's flood");
+        let rogue = table.lock().values().filter(|s| s.requester == m("rogue")).count();
+        assert_eq!(rogue, 16, "rogue keeps only its newest 16");
     }
 
     /// A symlink or a hard link planted where the partial file goes is never written through.

@@ -327,18 +327,30 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
 
 async fn dispatch(node: Node, mut events: mpsc::Receiver<Event>, tasks: TaskTracker, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDLERS));
+    // Each member first waits for one of its own permits, and only then for a shared one: a
+    // member with many requests in flight (or pacing sleeps) queues behind itself, never takes
+    // the whole pool. What waits is bounded by libp2p's streams per connection.
+    let per_member = node.0.config.member_concurrency.max(1);
+    let mut members: std::collections::HashMap<PeerId, Arc<Semaphore>> = std::collections::HashMap::new();
     loop {
         let ev = tokio::select! {
             () = shutdown.cancelled() => break,
             ev = events.recv() => match ev { Some(ev) => ev, None => break },
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            break;
+        let peer = match &ev {
+            Event::Gossip { source, .. } => *source,
+            Event::Request { peer, .. } | Event::MemberConnected { peer } => *peer,
         };
-        let node = node.clone();
+        // Bounded by the members of the roster: only they get past the allow list.
+        if members.len() > 4 * MAX_CONCURRENT_HANDLERS {
+            members.retain(|_, s| s.available_permits() < per_member);
+        }
+        let own = members.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(per_member))).clone();
+        let (node, shared) = (node.clone(), limit.clone());
         tasks.spawn(async move {
+            let Ok(_own) = own.acquire_owned().await else { return };
+            let Ok(_shared) = shared.acquire_owned().await else { return };
             node.on_event(ev).await;
-            drop(permit);
         });
     }
 }

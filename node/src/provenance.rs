@@ -42,6 +42,9 @@ use deltafed_protocol::{
 use crate::store::{self, Batch, Cf, Store};
 
 pub use query::{EntryView, Filter, ObjectView};
+
+/// Most witness checkpoints kept per member (see [`Provenance::store_witness`]).
+pub const WITNESSES_KEPT: usize = 1024;
 pub use verify::VerifyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +280,32 @@ impl Provenance {
             return Err(Error::Stale { member: body.member.clone(), seq: body.seq, held: held.body().seq });
         }
         self.store.put(Cf::Witness, &key, cp.as_bytes())?;
+        self.thin_witnesses(&body.member)?;
         Ok(cp)
+    }
+
+    /// Keeps at most [`WITNESSES_KEPT`] checkpoints per member: past it, the newest half stay and
+    /// every second one of the older ones goes, so history stays sampled (densest near now)
+    /// while a member that checkpoints for years, or floods us, costs a bounded amount of disk.
+    fn thin_witnesses(&self, member: &MemberId) -> Result<(), Error> {
+        let prefix = member_prefix(member);
+        let upper = prefix_end(&prefix);
+        let mut keys = Vec::new();
+        self.store.visit_range(Cf::Witness, &prefix, upper.as_deref(), |k, _| {
+            keys.push(k.to_vec());
+            true
+        })?;
+        if keys.len() <= WITNESSES_KEPT {
+            return Ok(());
+        }
+        let older = &keys[..keys.len() - WITNESSES_KEPT / 2];
+        let mut batch = Batch::default();
+        // The oldest one held always stays: it anchors the longest stretch of history.
+        for k in older.iter().skip(1).step_by(2) {
+            batch.delete(Cf::Witness, k.clone());
+        }
+        self.store.write(batch)?;
+        Ok(())
     }
 
     /// The newest checkpoint of `member` that we hold as its witness.

@@ -348,3 +348,36 @@ fn refused_requests_are_logged_by_hash_not_by_their_bytes() -> Result<()> {
     assert!(text.len() < 16 * 1024, "the export holds no 60 KiB request ({} bytes)", text.len());
     Ok(())
 }
+
+/// A member cannot grow our database without bound: undecided access requests from one member
+/// are capped (config `member_pending_requests`).
+#[test]
+fn access_requests_from_one_member_are_capped() -> Result<()> {
+    let mut fed = Federation::init(&["zhejiang", "anhui", "rogue"])?;
+    fed.configure("zhejiang", "member_pending_requests = 2")?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&["zhejiang", "anhui"], CONNECT)?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let ask = |i: u8| -> Result<wire::Response> {
+        let r = deltafed_protocol::access::AccessRequest {
+            v: OBJECT_VERSION,
+            id: deltafed_protocol::RequestId([i; 16]),
+            requester: "rogue".parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: "lic".parse()?,
+            purpose: "flood".into(),
+            fields: None,
+            time: now(),
+        };
+        rogue.ask(&wire::Request::Deliver(Delivery::AccessRequest(Signed::sign(r, &rogue.key)?.into_bytes())))
+    };
+    assert!(matches!(ask(1)?, wire::Response::Ack));
+    assert!(matches!(ask(2)?, wire::Response::Ack));
+    let r = ask(3)?;
+    assert!(refusal(&r).contains("undecided access requests"), "{r:?}");
+    let requests = fed.json("zhejiang", &["requests"])?;
+    assert_eq!(requests.as_array().map(Vec::len), Some(2), "{requests}");
+    Ok(())
+}

@@ -26,6 +26,8 @@ const WINDOW: usize = 8;
 const RECONNECT_WAIT: Duration = Duration::from_secs(90);
 /// After a broken transfer, how long to wait for the broken connection to be noticed.
 const NOTICE_BREAK: Duration = Duration::from_secs(5);
+/// How a provider's refusal of a chunk starts when it no longer knows the exchange.
+pub(super) const UNKNOWN_EXCHANGE: &str = "no exchange ";
 /// The partial file's state is saved at least this often (bytes).
 const SAVE_EVERY: u64 = 64 << 20;
 
@@ -320,6 +322,11 @@ impl Node {
             let chunk = match res {
                 Ok(c) => c,
                 Err(rpc::Error::Unreachable(e)) => return Err(Stop::Retry(e.to_string())),
+                // The provider forgot the exchange (idle, restarted, or it closed our oldest):
+                // what is verified stays, and a new ticket resumes from there.
+                Err(rpc::Error::Refused(reason)) if reason.starts_with(UNKNOWN_EXCHANGE) => {
+                    return Err(Stop::Retry(reason));
+                }
                 Err(rpc::Error::Refused(reason)) => {
                     return Err(Stop::Fatal(Error::refused(format!(
                         "{} stopped the transfer: {reason}; nothing was written to {}",

@@ -275,6 +275,21 @@ impl Node {
             Some(Latest::Manifest(_)) => {}
             _ => return Err(Error::not_found(format!("{me} publishes no dataset {}", body.dataset))),
         }
+        let quota = self.0.config.member_pending_requests;
+        let pending = self
+            .0
+            .access
+            .requests()?
+            .iter()
+            .filter(|h| {
+                h.direction == Direction::Incoming && h.decision.is_none() && &h.request.body().requester == from
+            })
+            .count();
+        if pending >= quota {
+            return Err(Error::refused(format!(
+                "{from} has {pending} undecided access requests here, the most this member keeps; wait for decisions"
+            )));
+        }
         if self.commit(|a| a.add_request_ops(&r, Direction::Incoming), || Record::request_received(&r)).await? {
             tracing::info!(request = %body.id, from = %from, dataset = %body.dataset, "access request received");
         }
@@ -304,6 +319,15 @@ impl Node {
         let body = g.body();
         if &body.provider != from || body.grantee != self.0.member {
             return Err(Error::refused("the grant is not from its sender or not for this member"));
+        }
+        let quota = self.0.config.member_grants;
+        let held = self.0.access.grants()?;
+        if !held.iter().any(|h| h.grant.body().id == body.id)
+            && held.iter().filter(|h| h.role == Role::Received && &h.grant.body().provider == from).count() >= quota
+        {
+            return Err(Error::refused(format!(
+                "this member already holds {quota} grants from {from}, the most it keeps"
+            )));
         }
         if self.commit(|a| a.add_grant_ops(&g, Role::Received, true), || Record::grant_received(&g)).await? {
             tracing::info!(grant = %body.id, from = %from, dataset = %body.dataset, "grant received");

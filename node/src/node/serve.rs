@@ -153,9 +153,11 @@ impl Node {
             time: now(),
         };
         let signed = Signed::sign(ticket, &self.0.key).map_err(|e| fail(e.into()))?;
-        self.0
-            .exchanges
-            .insert(exchange_id, Serving::new(from.clone(), grant, m.dataset_ref(), file, size, rb.offset, projection));
+        self.0.exchanges.insert(
+            exchange_id,
+            Serving::new(from.clone(), grant, m.dataset_ref(), file, size, rb.offset, projection),
+            self.0.config.member_exchanges,
+        );
         self.record(Record::exchange_served(&req, &signed, grant, &purpose)).map_err(&fail)?;
         // The nonce, the fetch count and the record are durable before the ticket leaves.
         self.0.durable.sync().await.map_err(|e| fail(e.into()))?;
@@ -166,7 +168,8 @@ impl Node {
     pub(super) async fn serve_chunk(&self, from: &MemberId, exchange_id: ExchangeId, index: u64) -> wire::Response {
         let Some(src) = self.0.exchanges.source(&exchange_id) else {
             return wire::Response::Refused(format!(
-                "no exchange {exchange_id} is in progress (it ended or was revoked)"
+                "{}{exchange_id} is in progress (it ended, was revoked, or was closed for a newer one)",
+                super::fetch::UNKNOWN_EXCHANGE
             ));
         };
         if &src.requester != from {

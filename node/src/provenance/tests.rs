@@ -416,3 +416,24 @@ fn a_big_log_verifies_queries_and_reopens() {
     drop(log);
     assert_eq!(open(&store).head(), head);
 }
+
+/// A member that checkpoints for years (or floods us) costs a bounded number of rows: past the
+/// bound, history is thinned, the oldest and the newest half kept.
+#[test]
+fn witnesses_are_bounded_and_thinned() {
+    let (_dir, store) = temp_store();
+    let log = open(&store);
+    let roster = roster();
+    let n = (WITNESSES_KEPT * 3) as u64;
+    for seq in 1..=n {
+        log.store_witness(jiangsu_checkpoint(seq, [seq as u8; 32], 2).as_bytes(), &roster).expect("stores");
+    }
+    let held = log.witnesses(&id("jiangsu"), usize::MAX).expect("reads");
+    assert!(held.len() <= WITNESSES_KEPT, "{} kept", held.len());
+    assert!(held.len() > WITNESSES_KEPT / 2, "{} kept", held.len());
+    let seqs: Vec<u64> = held.iter().map(|c| c.body().seq).collect();
+    assert_eq!(seqs.first(), Some(&1), "the oldest stays");
+    assert_eq!(seqs.last(), Some(&n), "the newest stays");
+    let newest: Vec<u64> = ((n - WITNESSES_KEPT as u64 / 2 + 1)..=n).collect();
+    assert!(seqs.ends_with(&newest), "the newest half is complete");
+}

@@ -63,6 +63,22 @@ pub struct Catalog {
     store: Store,
     /// Serialises read-compare-write of one dataset's state (ingest is rare and fast).
     write: Mutex<()>,
+    limits: Limits,
+}
+
+/// What one publisher may make this node keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Datasets per publisher; a manifest for one more is rejected.
+    pub datasets: usize,
+    /// Versions kept per dataset; older ones are dropped when a newer one arrives.
+    pub versions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { datasets: 1000, versions: 100 }
+    }
 }
 
 fn key(publisher: &MemberId, dataset: &DatasetId) -> String {
@@ -77,7 +93,11 @@ fn version_key(publisher: &MemberId, dataset: &DatasetId, version: u64) -> Vec<u
 
 impl Catalog {
     pub fn new(store: Store) -> Catalog {
-        Catalog { store, write: Mutex::new(()) }
+        Catalog::with_limits(store, Limits::default())
+    }
+
+    pub fn with_limits(store: Store, limits: Limits) -> Catalog {
+        Catalog { store, write: Mutex::new(()), limits }
     }
 
     fn decode_latest(k: &str, bytes: &[u8]) -> Result<Latest, Error> {
@@ -143,7 +163,17 @@ impl Catalog {
                 });
             }
             Some(cur) if cur.version() >= b.version => return Ok(Ingested::Stale),
-            _ => {}
+            Some(_) => {}
+            None => {
+                let prefix = format!("{}/", b.publisher);
+                let held = self.store.scan_prefix_limit(Cf::Catalog, prefix.as_bytes(), self.limits.datasets)?.len();
+                if held >= self.limits.datasets {
+                    return Ok(Ingested::Rejected(format!(
+                        "{} already has {held} datasets here, the most this node keeps per member",
+                        b.publisher
+                    )));
+                }
+            }
         }
         let k = key(&b.publisher, &b.dataset);
         let latest = Gossip::Manifest(bytes.to_vec())
@@ -155,6 +185,14 @@ impl Catalog {
             version_key(&b.publisher, &b.dataset, b.version),
             bytes,
         );
+        // Only the newest versions are kept (keys sort by version within a dataset).
+        let versions = self.store.scan_prefix(Cf::Manifests, format!("{k}/").as_bytes())?;
+        let keep = self.limits.versions.max(1).saturating_sub(1);
+        if versions.len() > keep {
+            for (old, _) in &versions[..versions.len() - keep] {
+                batch.delete(Cf::Manifests, old.clone());
+            }
+        }
         self.store.write(batch)?;
         Ok(Ingested::Accepted)
     }
@@ -243,5 +281,62 @@ impl Catalog {
             last = Some(k);
         }
         Ok((items, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deltafed_protocol::manifest::{Classification, Format, Sharing};
+    use deltafed_protocol::roster::{Member, Roster};
+    use deltafed_protocol::{Hash, OBJECT_VERSION, SecretKey, Timestamp};
+
+    use super::*;
+
+    /// One publisher cannot make a node keep unbounded datasets or versions.
+    #[test]
+    fn datasets_and_versions_per_publisher_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db")).expect("store");
+        let catalog = Catalog::with_limits(store.clone(), Limits { datasets: 3, versions: 2 });
+        let key = SecretKey::from_seed([5; 32]);
+        let member: MemberId = "anhui".parse().expect("member");
+        let roster = Roster {
+            v: OBJECT_VERSION,
+            federation: "f".parse().expect("federation"),
+            version: 1,
+            threshold: 1,
+            members: vec![Member { id: member.clone(), name: "Anhui".into(), key: key.public(), addrs: vec![] }],
+        };
+        let manifest = |dataset: &str, version: u64| {
+            let m = Manifest {
+                v: OBJECT_VERSION,
+                publisher: member.clone(),
+                dataset: dataset.parse().expect("dataset"),
+                version,
+                title: "t".into(),
+                description: String::new(),
+                format: Format::Raw,
+                schema: vec![],
+                key_field: None,
+                classification: Classification::General,
+                sharing: Sharing::Conditional,
+                size: 1,
+                records: 0,
+                content_hash: Hash([1; 32]),
+                created: Timestamp(1_700_000_000_000),
+            };
+            Signed::sign(m, &key).expect("sign").into_bytes()
+        };
+        for d in ["a", "b", "c"] {
+            assert_eq!(catalog.ingest_manifest(&manifest(d, 1), &roster).expect("ingest"), Ingested::Accepted);
+        }
+        let over = catalog.ingest_manifest(&manifest("d", 1), &roster).expect("ingest");
+        assert!(matches!(&over, Ingested::Rejected(r) if r.contains("3 datasets")), "{over:?}");
+        for v in 2..=5 {
+            assert_eq!(catalog.ingest_manifest(&manifest("a", v), &roster).expect("ingest"), Ingested::Accepted);
+        }
+        let id: DatasetId = "a".parse().expect("dataset");
+        let kept: Vec<u64> = (1..=5).filter(|v| catalog.version(&member, &id, *v).expect("read").is_some()).collect();
+        assert_eq!(kept, vec![4, 5], "only the newest two versions are kept");
     }
 }

@@ -71,6 +71,11 @@ pub struct Config {
     /// Exchanges one requester may have open here at once; a new one past it closes that
     /// requester's oldest (never another member's). Default 16.
     pub member_exchanges: usize,
+    /// Datasets kept per publisher in the catalog; a manifest for one more is rejected.
+    /// Default 1000.
+    pub member_datasets: usize,
+    /// Versions kept per dataset; older manifests are dropped as newer ones arrive. Default 100.
+    pub dataset_versions: usize,
 }
 
 impl Default for Config {
@@ -89,6 +94,8 @@ impl Default for Config {
             member_pending_requests: 100,
             member_grants: 1000,
             member_exchanges: 16,
+            member_datasets: 1000,
+            dataset_versions: 100,
         }
     }
 }

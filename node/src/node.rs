@@ -282,6 +282,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         member = %member, peer_id = %peer_id, federation = %roster.roster.federation,
         roster_version = roster.roster.version, "node started"
     );
+    let limits = crate::catalog::Limits { datasets: config.member_datasets, versions: config.dataset_versions };
     let node = Node(Arc::new(Inner {
         config,
         key,
@@ -290,7 +291,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         roster: RwLock::new(Arc::new(roster)),
         roster_path,
         roster_change: tokio::sync::Mutex::new(()),
-        catalog: Catalog::new(store.clone()),
+        catalog: Catalog::with_limits(store.clone(), limits),
         access: Access::new(store.clone()),
         outbox: Outbox::new(store.clone()),
         exchanges: Exchanges::default(),

@@ -56,6 +56,7 @@ impl TestPeer {
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(tcp::Config::default(), tls::Config::new, yamux::Config::default)?
+            .with_quic()
             .with_behaviour(move |key| {
                 // Large enough to send oversized messages on purpose.
                 let cfg = gossipsub::ConfigBuilder::default()
@@ -161,8 +162,25 @@ impl TestPeer {
 
 /// The PeerId of a member's data dir key, and its TCP address in a local testnet.
 pub fn member_addr(dir: &std::path::Path, port: u16) -> Result<(PeerId, Multiaddr)> {
+    member_addr_over(dir, port, Transport::Tcp)
+}
+
+/// How a test peer reaches a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Quic,
+}
+
+/// The PeerId of a member's data dir key, and its address over `transport` in a local testnet
+/// (a member listens on TCP and UDP port P+i).
+pub fn member_addr_over(dir: &std::path::Path, port: u16, transport: Transport) -> Result<(PeerId, Multiaddr)> {
     let key = deltafed_node::keyfile::read(&dir.join("node.key"))?;
     let peer = identity::peer_id(&key.public()).context("key has no PeerId")?;
-    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}").parse()?;
+    let addr: Multiaddr = match transport {
+        Transport::Tcp => format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"),
+        Transport::Quic => format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{peer}"),
+    }
+    .parse()?;
     Ok((peer, addr))
 }

@@ -1,7 +1,8 @@
 //! The provider's own authorization, tested through a raw peer: a real member (`rogue`, in the
 //! roster) whose node is not running, played by a libp2p swarm under the test's control that
 //! signs whatever requests the test wants. The requester's checks are bypassed on purpose, so
-//! only the provider's decisions can make these tests pass.
+//! only the provider's decisions can make these tests pass. The fetch and query refusals run
+//! over TCP and over QUIC.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use deltafed_protocol::exchange::{FetchRequest, QueryRequest};
 use deltafed_protocol::manifest::Manifest;
 use deltafed_protocol::wire::{self, Delivery, Gossip};
 use deltafed_protocol::{ExchangeId, GrantId, Hash, Nonce, OBJECT_VERSION, SecretKey, Signed, Timestamp};
-use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
+use deltafed_testnet::peer::{Seen, TestPeer, Transport, member_addr_over};
 use deltafed_testnet::{Federation, path_str};
 use libp2p::PeerId;
 
@@ -35,13 +36,17 @@ struct Rogue {
 
 impl Rogue {
     fn connect(fed: &Federation, provider: &str, port: u16) -> Result<Rogue> {
+        Rogue::connect_over(fed, provider, port, Transport::Tcp)
+    }
+
+    fn connect_over(fed: &Federation, provider: &str, port: u16, transport: Transport) -> Result<Rogue> {
         let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
         let rt = tokio::runtime::Runtime::new()?;
         let peer = {
             let _guard = rt.enter();
             TestPeer::spawn(&key, "yrd-testnet")?
         };
-        let (pid, addr) = member_addr(&fed.data_dir(provider), port)?;
+        let (pid, addr) = member_addr_over(&fed.data_dir(provider), port, transport)?;
         rt.block_on(peer.dial(addr))?;
         rt.block_on(peer.wait_for(
             "the provider to subscribe",
@@ -160,12 +165,20 @@ fn federation() -> Result<Federation> {
 /// `--sharing none`: the dataset's newest state decides.
 #[test]
 fn withdrawn_or_unshared_datasets_are_served_in_no_version() -> Result<()> {
+    for transport in [Transport::Tcp, Transport::Quic] {
+        withdrawn_or_unshared_datasets_are_served_in_no_version_over(transport)
+            .with_context(|| format!("over {transport:?}"))?;
+    }
+    Ok(())
+}
+
+fn withdrawn_or_unshared_datasets_are_served_in_no_version_over(transport: Transport) -> Result<()> {
     let fed = federation()?;
     let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
     fed.json("zhejiang", &["publish", &lic, "--dataset", "closing", "--title", "C"])?;
     fed.json("zhejiang", &["publish", &lic, "--dataset", "open", "--title", "O", "--sharing", "unconditional"])?;
     let gid = grant(&fed, "closing", &[])?;
-    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let rogue = Rogue::connect_over(&fed, "zhejiang", fed.base_port(), transport)?;
     ticket(&rogue.fetch("closing", Some(1), Some(gid), 0)?).context("before: version 1 is served under the grant")?;
     ticket(&rogue.fetch("open", Some(1), None, 0)?).context("before: an unconditional dataset needs no grant")?;
 
@@ -185,12 +198,19 @@ fn withdrawn_or_unshared_datasets_are_served_in_no_version() -> Result<()> {
 /// that continues nothing is refused, and no chunk outside a ticket is served.
 #[test]
 fn max_fetches_cannot_be_bypassed_with_resumes() -> Result<()> {
+    for transport in [Transport::Tcp, Transport::Quic] {
+        max_fetches_cannot_be_bypassed_with_resumes_over(transport).with_context(|| format!("over {transport:?}"))?;
+    }
+    Ok(())
+}
+
+fn max_fetches_cannot_be_bypassed_with_resumes_over(transport: Transport) -> Result<()> {
     let fed = federation()?;
     let raw = file(&fed, "big.bin", &data(3 * MIB))?;
     fed.json("zhejiang", &["publish", &raw, "--dataset", "big", "--title", "Big"])?;
     let once = grant(&fed, "big", &["--max-fetches", "1"])?;
     let fresh = grant(&fed, "big", &["--max-fetches", "1"])?;
-    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let rogue = Rogue::connect_over(&fed, "zhejiang", fed.base_port(), transport)?;
 
     let first = ticket(&rogue.fetch("big", None, Some(once), 0)?)?;
     let r = rogue.fetch("big", None, Some(once), 0)?;
@@ -232,12 +252,20 @@ fn max_fetches_cannot_be_bypassed_with_resumes() -> Result<()> {
 /// which key each granted value belongs to; it is refused. Queries draw on their own budget.
 #[test]
 fn queries_need_the_key_field_granted_and_keep_to_their_budget() -> Result<()> {
+    for transport in [Transport::Tcp, Transport::Quic] {
+        queries_need_the_key_field_granted_and_keep_to_their_budget_over(transport)
+            .with_context(|| format!("over {transport:?}"))?;
+    }
+    Ok(())
+}
+
+fn queries_need_the_key_field_granted_and_keep_to_their_budget_over(transport: Transport) -> Result<()> {
     let fed = federation()?;
     let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
     fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L", "--key-field", "company_id"])?;
     let names_only = grant(&fed, "lic", &["--fields", "name"])?;
     let keyed = grant(&fed, "lic", &["--fields", "company_id,name", "--max-queries", "2"])?;
-    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let rogue = Rogue::connect_over(&fed, "zhejiang", fed.base_port(), transport)?;
 
     let r = rogue.query("lic", Some(names_only), "91330100A1")?;
     assert!(refusal(&r).contains("key field company_id"), "key not granted: {r:?}");

@@ -339,16 +339,42 @@ fn committed_test_vectors_match() {
     );
     let actual = serde_json::Value::Object(actual);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors.json");
+    let stored = std::fs::read_to_string(path);
     if std::env::var_os("DELTAFED_WRITE_VECTORS").is_some() {
+        // Writing is not checking: the vectors just written would only be compared with
+        // themselves. Write, say what changed, and fail, so a run with the variable set is never
+        // mistaken for a passing comparison.
+        let before: serde_json::Value =
+            stored.ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(serde_json::Value::Null);
         let text = serde_json::to_string_pretty(&actual).expect("json") + "\n";
         std::fs::write(path, text).expect("write vectors");
+        panic!(
+            "DELTAFED_WRITE_VECTORS is set: wrote {path} ({}); nothing was compared. Review the \
+             diff, then run again without DELTAFED_WRITE_VECTORS to check the vectors",
+            vector_changes(&before, &actual)
+        );
     }
     let committed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("tests/vectors.json is committed")).expect("json");
+        serde_json::from_str(&stored.expect("tests/vectors.json is committed")).expect("json");
     assert_eq!(
         actual, committed,
         "encodings changed: this breaks every other implementation and every stored signature"
     );
+}
+
+/// Which vectors differ between two versions of vectors.json, in one phrase.
+fn vector_changes(before: &serde_json::Value, after: &serde_json::Value) -> String {
+    let empty = serde_json::Map::new();
+    let old = before.as_object().unwrap_or(&empty);
+    let new = after.as_object().unwrap_or(&empty);
+    let mut changed: Vec<&str> = new
+        .iter()
+        .filter(|(name, v)| old.get(name.as_str()) != Some(*v))
+        .map(|(name, _)| name.as_str())
+        .chain(old.keys().filter(|name| !new.contains_key(name.as_str())).map(String::as_str))
+        .collect();
+    changed.sort_unstable();
+    if changed.is_empty() { "no vector changed".to_string() } else { format!("changed: {}", changed.join(", ")) }
 }
 
 #[test]

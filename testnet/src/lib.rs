@@ -171,6 +171,19 @@ impl Federation {
         Ok(())
     }
 
+    /// Removes a one-line top-level setting from a member's `deltafed.toml` (before it starts),
+    /// so the built-in default applies; `init` writes every setting out.
+    pub fn unconfigure(&self, member: &str, key: &str) -> Result<()> {
+        let path = self.data_dir(member).join("deltafed.toml");
+        let text = std::fs::read_to_string(&path)?;
+        let kept: Vec<&str> = text.lines().filter(|l| l.split('=').next().unwrap_or_default().trim() != key).collect();
+        if kept.len() == text.lines().count() {
+            bail!("{} has no setting {key}", path.display());
+        }
+        std::fs::write(&path, kept.join("\n") + "\n")?;
+        Ok(())
+    }
+
     /// Starts `deltafed ARGS --data-dir DIR(member)` without waiting for it (a long fetch).
     pub fn spawn_cli(&self, member: &str, args: &[&str]) -> Result<Child> {
         let mut all = args.to_vec();
@@ -192,6 +205,13 @@ impl Federation {
 
     /// Starts `deltafed run` for `member` and waits until its admin socket answers.
     pub fn start(&mut self, member: &str) -> Result<()> {
+        self.start_with_env(member, &[])
+    }
+
+    /// [`Federation::start`] with these environment variables set for the node. The test
+    /// process's own `DELTAFED_LISTEN` and `DELTAFED_LOG_FORMAT` never reach a node: only the
+    /// data dir's config and what is given here apply.
+    pub fn start_with_env(&mut self, member: &str, env: &[(&str, &str)]) -> Result<()> {
         if self.nodes.contains_key(member) {
             bail!("{member} is already running");
         }
@@ -199,6 +219,9 @@ impl Federation {
         let child = Command::new(&self.bin)
             .args(["run", "--data-dir", path_str(&self.data_dir(member))?])
             .env("DELTAFED_LOG", "info,deltafed_node=debug,libp2p_gossipsub=warn,libp2p_swarm=warn")
+            .env_remove("DELTAFED_LISTEN")
+            .env_remove("DELTAFED_LOG_FORMAT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

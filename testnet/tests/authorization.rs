@@ -32,6 +32,8 @@ struct Rogue {
     key: SecretKey,
     provider: PeerId,
     nonces: AtomicU64,
+    /// The member this peer is.
+    name: String,
 }
 
 impl Rogue {
@@ -40,7 +42,11 @@ impl Rogue {
     }
 
     fn connect_over(fed: &Federation, provider: &str, port: u16, transport: Transport) -> Result<Rogue> {
-        let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+        Rogue::connect_as(fed, "rogue", provider, port, transport)
+    }
+
+    fn connect_as(fed: &Federation, name: &str, provider: &str, port: u16, transport: Transport) -> Result<Rogue> {
+        let key = deltafed_node::keyfile::read(&fed.data_dir(name).join("node.key"))?;
         let rt = tokio::runtime::Runtime::new()?;
         let peer = {
             let _guard = rt.enter();
@@ -53,7 +59,7 @@ impl Rogue {
             CONNECT,
             |s| matches!(s, Seen::Subscribed(p) if *p == pid),
         ))?;
-        Ok(Rogue { rt, peer, key, provider: pid, nonces: AtomicU64::new(1) })
+        Ok(Rogue { rt, peer, key, provider: pid, nonces: AtomicU64::new(1), name: name.to_string() })
     }
 
     fn nonce(&self) -> Nonce {
@@ -78,7 +84,7 @@ impl Rogue {
     ) -> Result<wire::Response> {
         let r = FetchRequest {
             v: OBJECT_VERSION,
-            requester: "rogue".parse()?,
+            requester: self.name.parse()?,
             provider: "zhejiang".parse()?,
             dataset: dataset.parse()?,
             version,
@@ -93,7 +99,7 @@ impl Rogue {
     fn query(&self, dataset: &str, grant: Option<GrantId>, key: &str) -> Result<wire::Response> {
         let r = QueryRequest {
             v: OBJECT_VERSION,
-            requester: "rogue".parse()?,
+            requester: self.name.parse()?,
             provider: "zhejiang".parse()?,
             dataset: dataset.parse()?,
             grant,
@@ -407,5 +413,98 @@ fn access_requests_from_one_member_are_capped() -> Result<()> {
     assert!(refusal(&r).contains("undecided access requests"), "{r:?}");
     let requests = fed.json("zhejiang", &["requests"])?;
     assert_eq!(requests.as_array().map(Vec::len), Some(2), "{requests}");
+    Ok(())
+}
+
+/// Who asks, for what, and when: the provider checks each itself.
+#[test]
+fn the_provider_checks_sender_addressee_grantee_exchange_and_freshness() -> Result<()> {
+    let mut fed = Federation::init(&["zhejiang", "anhui", "rogue", "other"])?;
+    fed.start("zhejiang")?;
+    fed.start("anhui")?;
+    fed.wait_mesh(&["zhejiang", "anhui"], CONNECT)?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L", "--key-field", "company_id"])?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "open", "--title", "O", "--sharing", "unconditional"])?;
+    let anhuis = {
+        let g = fed.json("zhejiang", &["grant", "lic", "--to", "anhui", "--purpose", "p"])?;
+        g["grant_id"].as_str().context("grant_id")?.parse::<GrantId>()?
+    };
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let other = Rogue::connect_as(&fed, "other", "zhejiang", fed.base_port(), Transport::Quic)?;
+
+    let r = rogue.fetch("lic", None, Some(anhuis), 0)?;
+    assert!(refusal(&r).contains("does not cover rogue"), "another member's grant: {r:?}");
+    let r = rogue.query("lic", Some(anhuis), "91330100A1")?;
+    assert!(refusal(&r).contains("does not cover rogue"), "another member's grant, query: {r:?}");
+
+    // Signed by `other`, sent on rogue's connection.
+    let r = rogue.ask(&wire::Request::Fetch(
+        Signed::sign(
+            FetchRequest {
+                v: OBJECT_VERSION,
+                requester: "other".parse()?,
+                provider: "zhejiang".parse()?,
+                dataset: "open".parse()?,
+                version: None,
+                grant: None,
+                nonce: rogue.nonce(),
+                time: now(),
+                offset: 0,
+            },
+            &other.key,
+        )?
+        .into_bytes(),
+    ))?;
+    assert!(refusal(&r).contains("signed by other but came from rogue"), "{r:?}");
+    let r = rogue.ask(&wire::Request::Fetch(
+        Signed::sign(
+            FetchRequest {
+                v: OBJECT_VERSION,
+                requester: "rogue".parse()?,
+                provider: "anhui".parse()?,
+                dataset: "open".parse()?,
+                version: None,
+                grant: None,
+                nonce: rogue.nonce(),
+                time: now(),
+                offset: 0,
+            },
+            &rogue.key,
+        )?
+        .into_bytes(),
+    ))?;
+    assert!(refusal(&r).contains("addressed to anhui"), "{r:?}");
+
+    // `other`'s exchange is not rogue's to read.
+    let theirs = ticket(&other.fetch("open", None, None, 0)?)?;
+    let r = rogue.chunk(theirs, 0)?;
+    assert!(refusal(&r).contains("belongs to another member"), "{r:?}");
+    assert!(matches!(other.chunk(theirs, 0)?, wire::Response::Chunk(_)), "the owner reads it");
+
+    // Query replay and clock skew, as for fetch.
+    let signed = |nonce: Nonce, time: Timestamp| -> Result<wire::Request> {
+        let q = QueryRequest {
+            v: OBJECT_VERSION,
+            requester: "rogue".parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: "open".parse()?,
+            grant: None,
+            key: "k".into(),
+            nonce,
+            time,
+        };
+        Ok(wire::Request::Query(Signed::sign(q, &rogue.key)?.into_bytes()))
+    };
+    let once = signed(rogue.nonce(), now())?;
+    let r = rogue.ask(&once)?;
+    assert!(
+        refusal(&r).contains("without --key-field"),
+        "open has no key field, so the query is refused after the freshness checks: {r:?}"
+    );
+    let r = rogue.ask(&once)?;
+    assert!(refusal(&r).contains("replayed"), "the same query again: {r:?}");
+    let r = rogue.ask(&signed(rogue.nonce(), Timestamp(now().0 - 3_600_000))?)?;
+    assert!(refusal(&r).contains("clock"), "an hour-old query: {r:?}");
     Ok(())
 }

@@ -91,7 +91,13 @@ pub fn decode<T: Object>(bytes: &[u8]) -> Result<T, cbor::Error> {
     let probe: VersionOnly =
         cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
     check_version(kind, probe.v)?;
-    cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })
+    let value: T = cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
+    // One encoding per value (see `Signed::decode`): an entry leaving out an optional field is
+    // refused too, so its hash always names its value.
+    if cbor::encode(kind, &value)? != bytes {
+        return Err(cbor::Error::NonCanonical { kind });
+    }
+    Ok(value)
 }
 
 /// A verified signed object. Holds its exact encoding, which is what gets stored and forwarded.

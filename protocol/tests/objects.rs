@@ -530,3 +530,13 @@ proptest! {
         prop_assert_eq!(r.to_string(), text);
     }
 }
+
+/// Found by fuzzing: a provenance entry that leaves out its (null) `exchange` decoded to the same
+/// value as the entry that writes it, so two encodings (and two hashes) named one entry.
+#[test]
+fn an_entry_leaving_out_an_optional_field_is_refused() {
+    let bytes = include_bytes!("entry-without-exchange.cbor");
+    let err = deltafed_protocol::signed::decode::<deltafed_protocol::provenance::Entry>(bytes)
+        .expect_err("a second encoding of an entry");
+    assert!(err.to_string().contains("canonical"), "{err}");
+}

@@ -198,8 +198,8 @@ impl Blobs {
 ///   order (not the order of `fields`), quoted as needed.
 /// - jsonl: each object keeps only the requested keys, in the order the line has them; an
 ///   object with none of them becomes `{}` so record counts still match; empty lines are dropped.
-///   Lines are re-serialized compactly (`{"a":1}`), so a projection is not a byte slice of the
-///   original line.
+///   Keys are written compactly (`{"a":…}`) and each kept value is copied exactly as the line
+///   has it (numbers keep their digits).
 ///
 /// Every name in `fields` must be a column (csv) or a key of at least one object (jsonl).
 /// Unknown jsonl keys can only be known at the end of the stream, so that error comes after

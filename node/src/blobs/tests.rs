@@ -377,8 +377,16 @@ fn jsonl_projection_keeps_only_the_keys_in_line_order() {
     let out = project_bytes(Format::Jsonl, data.as_bytes(), &["m", "z"]).expect("project");
     assert_eq!(
         String::from_utf8(out).expect("utf-8"),
-        concat!("{\"z\":1,\"m\":{\"y\":1,\"b\":[true,null]}}\n", "{\"m\":2.5,\"z\":null}\n", "{}\n",)
+        concat!("{\"z\":1,\"m\":{\"y\": 1, \"b\": [true, null]}}\n", "{\"m\":2.5,\"z\":null}\n", "{}\n",)
     );
+}
+
+/// Found by fuzzing: values went through f64 and came out changed. They are copied as written.
+#[test]
+fn jsonl_projection_copies_values_exactly() {
+    let data = b"{\"a\":1.5012345678901234,\"b\":1.50,\"c\":18446744073709551616,\"d\":\"\\u00e9\"}\n";
+    let out = project_bytes(Format::Jsonl, data, &["a", "b", "c", "d"]).expect("project");
+    assert_eq!(out, data.to_vec(), "{}", String::from_utf8_lossy(&out));
 }
 
 #[test]

@@ -47,8 +47,9 @@ pub(crate) fn infer(input: impl Read, file: &str) -> Result<(u64, Vec<Field>), E
 }
 
 /// Writes the projection of `input` onto `fields`: each object keeps only the requested keys, in
-/// the order the line has them; an object with none of them becomes `{}` so record counts still
-/// match; empty lines are dropped.
+/// the order the line has them, each value copied byte for byte (re-encoding a number through
+/// f64 changed values such as `1.50123456789012345`); an object with none of them becomes `{}`
+/// so record counts still match; empty lines are dropped.
 pub(crate) fn project(
     input: impl Read,
     fields: &[String],
@@ -61,16 +62,32 @@ pub(crate) fn project(
     let mut seen: HashSet<String> = HashSet::new();
     let mut all_keys: Vec<String> = Vec::new();
     let mut lines = JsonLines::new(input, file);
-    while let Some(mut object) = lines.next_object()? {
-        for (key, _) in &object {
+    while lines.next_object()?.is_some() {
+        let line = lines.last_line();
+        let members = members(line).map_err(|message| Error::Json {
+            file: file.to_string(),
+            line: lines.line,
+            column: 0,
+            message,
+        })?;
+        out.write_all(b"{").map_err(write_err)?;
+        let mut first = true;
+        for (key, span) in &members {
             if !seen.contains(key) {
                 seen.insert(key.clone());
                 all_keys.push(key.clone());
             }
+            if wanted.contains(key.as_str()) {
+                if !first {
+                    out.write_all(b",").map_err(write_err)?;
+                }
+                first = false;
+                serde_json::to_writer(&mut *out, key).map_err(|e| write_err(io::Error::from(e)))?;
+                out.write_all(b":").map_err(write_err)?;
+                out.write_all(line.get(span.clone()).unwrap_or_default()).map_err(write_err)?;
+            }
         }
-        object.retain(|(key, _)| wanted.contains(key.as_str()));
-        serde_json::to_writer(&mut *out, &ObjectRef(&object)).map_err(|e| write_err(io::Error::from(e)))?;
-        out.write_all(b"\n").map_err(write_err)?;
+        out.write_all(b"}\n").map_err(write_err)?;
     }
     let unknown: Vec<&str> = dedup(fields.iter().map(String::as_str)).filter(|f| !seen.contains(*f)).collect();
     if !unknown.is_empty() {
@@ -96,8 +113,17 @@ impl<'f, R: Read> JsonLines<'f, R> {
         JsonLines { reader: BufReader::with_capacity(CHUNK, input), file, line: 0, buf: Vec::new() }
     }
 
+    /// The bytes of the line the last object came from (valid until the next call).
+    fn last_line(&self) -> &[u8] {
+        &self.buf
+    }
+
     fn next_object(&mut self) -> Result<Option<Vec<(String, Value)>>, Error> {
         loop {
+            // A big line's buffer need not live on for the rest of the file.
+            if self.buf.capacity() > CHUNK {
+                self.buf = Vec::new();
+            }
             self.buf.clear();
             let n = (&mut self.reader)
                 .take(MAX_RECORD + 1)
@@ -129,10 +155,6 @@ impl<'f, R: Read> JsonLines<'f, R> {
                 if !keys.insert(key.as_str()) {
                     return Err(Error::DuplicateKey { file: self.file.to_string(), line: self.line, key: key.clone() });
                 }
-            }
-            // A big line's buffer need not live on for the rest of the file.
-            if self.buf.capacity() > CHUNK {
-                self.buf = Vec::new();
             }
             return Ok(Some(object));
         }
@@ -280,20 +302,20 @@ fn merge(a: Option<FieldType>, b: Option<FieldType>) -> Option<FieldType> {
     }
 }
 
-/// The text of top-level key `key` of the JSON object `line`: a string's contents, or a number or
-/// boolean as written. `None` when the key is missing, null, an array or an object.
+/// The top-level members of the JSON object `line`: each key and the byte range of its value,
+/// in document order.
 ///
-/// serde_json cannot hand back a number's source text (that needs its `raw_value` or
+/// serde_json cannot hand back a value's source text (that needs its `raw_value` or
 /// `arbitrary_precision` feature, which would change how every crate in the workspace parses), so
 /// this walks the object's top level itself and lets serde_json delimit each key and value.
-pub(crate) fn key_text<'a>(line: &'a [u8], key: &str) -> Result<Option<Cow<'a, str>>, String> {
+fn members(line: &[u8]) -> Result<Vec<(String, std::ops::Range<usize>)>, String> {
     let malformed = || "expected a json object".to_string();
     let mut at = after_space(line, 0);
     if line.get(at) != Some(&b'{') {
         return Err(malformed());
     }
     at = after_space(line, at + 1);
-    let mut found = None;
+    let mut out = Vec::new();
     if line.get(at) == Some(&b'}') {
         at += 1;
     } else {
@@ -305,9 +327,7 @@ pub(crate) fn key_text<'a>(line: &'a [u8], key: &str) -> Result<Option<Cow<'a, s
             }
             let start = after_space(line, at + 1);
             let (_, end) = next_json::<IgnoredAny>(line, start)?;
-            if name == key && found.replace(line.get(start..end).unwrap_or_default()).is_some() {
-                return Err(format!("key {key:?} appears more than once in the object"));
-            }
+            out.push((name, start..end));
             at = after_space(line, end);
             match line.get(at) {
                 Some(b',') => at = after_space(line, at + 1),
@@ -321,6 +341,18 @@ pub(crate) fn key_text<'a>(line: &'a [u8], key: &str) -> Result<Option<Cow<'a, s
     }
     if after_space(line, at) != line.len() {
         return Err("unexpected characters after the object".to_string());
+    }
+    Ok(out)
+}
+
+/// The text of top-level key `key` of the JSON object `line`: a string's contents, or a number or
+/// boolean as written. `None` when the key is missing, null, an array or an object.
+pub(crate) fn key_text<'a>(line: &'a [u8], key: &str) -> Result<Option<Cow<'a, str>>, String> {
+    let mut found = None;
+    for (name, span) in members(line)? {
+        if name == key && found.replace(line.get(span).unwrap_or_default()).is_some() {
+            return Err(format!("key {key:?} appears more than once in the object"));
+        }
     }
     Ok(match found.and_then(|raw| raw.first().map(|&b| (b, raw))) {
         Some((b'"', raw)) => Some(Cow::Owned(serde_json::from_slice::<String>(raw).map_err(|e| e.to_string())?)),

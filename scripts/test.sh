@@ -37,6 +37,11 @@ bash scripts/python-deps.sh
 python3 scripts/check-vectors.py
 python3 scripts/test-verify-export.py
 
+# Fuzzing, a fixed short budget per target from the committed corpus (fuzz/README.md for longer
+# runs; DELTAFED_FUZZ_SECONDS sets the budget, 0 skips). Its own target dir and lock file.
+echo "== fuzzing, ${DELTAFED_FUZZ_SECONDS:-20}s per target (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
+
 # The quick benchmarks and the compose testnet need the static release build. Cold, it compiles
 # RocksDB's C++ a second time (measured on a fresh 2-core machine: ~40 min, against ~30 min for
 # everything above). When the build cache is cold and what is left of CI's time budget

@@ -439,41 +439,23 @@ fn the_provider_checks_sender_addressee_grantee_exchange_and_freshness() -> Resu
     assert!(refusal(&r).contains("does not cover rogue"), "another member's grant, query: {r:?}");
 
     // Signed by `other`, sent on rogue's connection.
-    let r = rogue.ask(&wire::Request::Fetch(
-        Signed::sign(
-            FetchRequest {
-                v: OBJECT_VERSION,
-                requester: "other".parse()?,
-                provider: "zhejiang".parse()?,
-                dataset: "open".parse()?,
-                version: None,
-                grant: None,
-                nonce: rogue.nonce(),
-                time: now(),
-                offset: 0,
-            },
-            &other.key,
-        )?
-        .into_bytes(),
-    ))?;
+    let open_fetch = |requester: &str, provider: &str| -> Result<FetchRequest> {
+        Ok(FetchRequest {
+            v: OBJECT_VERSION,
+            requester: requester.parse()?,
+            provider: provider.parse()?,
+            dataset: "open".parse()?,
+            version: None,
+            grant: None,
+            nonce: rogue.nonce(),
+            time: now(),
+            offset: 0,
+        })
+    };
+    let r =
+        rogue.ask(&wire::Request::Fetch(Signed::sign(open_fetch("other", "zhejiang")?, &other.key)?.into_bytes()))?;
     assert!(refusal(&r).contains("signed by other but came from rogue"), "{r:?}");
-    let r = rogue.ask(&wire::Request::Fetch(
-        Signed::sign(
-            FetchRequest {
-                v: OBJECT_VERSION,
-                requester: "rogue".parse()?,
-                provider: "anhui".parse()?,
-                dataset: "open".parse()?,
-                version: None,
-                grant: None,
-                nonce: rogue.nonce(),
-                time: now(),
-                offset: 0,
-            },
-            &rogue.key,
-        )?
-        .into_bytes(),
-    ))?;
+    let r = rogue.ask(&wire::Request::Fetch(Signed::sign(open_fetch("rogue", "anhui")?, &rogue.key)?.into_bytes()))?;
     assert!(refusal(&r).contains("addressed to anhui"), "{r:?}");
 
     // `other`'s exchange is not rogue's to read.

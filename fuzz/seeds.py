@@ -129,9 +129,10 @@ JSONL_SAMPLES = {
                 b'{"company_id":"91330100B2","employees":2.5,"tags":["a","b"],"extra":{"x":null}}\n'
                 b'\n{"name":"\\u6d59\\u6c5f","company_id":"91330100C3","active":null}\n',
     "crlf-blank-lines": b'{"k":1}\r\n  \r\n{"k":"1","v":false}\r\n{}\r\n',
-    # Numbers as written (1.50, 1e2) and at the integer limits. (Integers beyond u64 are left out:
-    # projection changes their values, see fuzz/findings/projection.)
-    "numbers": b'{"k":1.50,"n":-0}\n{"k":1e2,"n":18446744073709551615}\n{"k":-9223372036854775808,"n":0.1}\n',
+    # Numbers as written (1.50, 1e2), at the integer limits and beyond what an f64 holds: a
+    # projection must copy each of them exactly.
+    "numbers": b'{"k":1.50,"n":-0}\n{"k":1e2,"n":18446744073709551615}\n{"k":123456789012345678901234,"n":0.1}\n'
+               b'{"k":-9223372036854775808,"n":1.5012345678901234}\n',
     "duplicate-key": b'{"a":1,"a":2}\n',
     "not-object": b'[1,2]\n',
     "no-final-newline": b'{"id":"a","v":[1,{"w":2}]}\n{"id":"b"}',

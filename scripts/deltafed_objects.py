@@ -33,19 +33,32 @@ KINDS = {
     "receipt": ("requester", 4096),
     "query-request": ("requester", 8192),
     "query-answer": ("provider", 16384),
+    "call": (None, 2048),
+    "call-batch": ("requester", 2048),
+    "call-result": (None, 4096),
+    "call-answer": ("provider", 2048),
     "checkpoint": ("member", 2048),
     "provenance-entry": (None, 262144),
 }
+
+# Kinds in the tag table that are not `Signed` envelopes: the roster collects many signatures,
+# an entry is chained, not signed, and a call or a call result is a Merkle leaf under a signed
+# batch or answer (its tag prefixes its leaf hash).
+UNSIGNED_KINDS = ("roster", "provenance-entry", "call", "call-result")
 
 # docs/protocol.md, "Entry kinds".
 ENTRY_KINDS = (
     "roster-installed", "published", "withdrawn", "request-sent", "request-received",
     "decision-made", "decision-received", "grant-issued", "grant-received", "revocation-issued",
     "revocation-received", "exchange-served", "exchange-received", "exchange-refused",
-    "receipt-received", "query-served", "query-answered",
+    "receipt-received", "query-served", "query-answered", "calls-served", "calls-answered",
 )  # fmt: skip
 
-ENTRY_FIELDS = ("v", "seq", "time", "kind", "dataset", "peer", "exchange", "note", "objects", "prev")
+ENTRY_FIELDS = ("v", "seq", "time", "kind", "dataset", "peer", "exchange", "note", "objects", "prev", "calls")
+# Fields of the Entry table marked `or absent`: left out of the encoding when empty.
+ENTRY_OPTIONAL = ("calls",)
+# The entry kinds that carry `calls` (and a signed call batch and answer).
+CALL_ENTRY_KINDS = ("calls-served", "calls-answered")
 
 MEMBER_ID = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 DATASET_ID = re.compile(r"[a-z](?:[a-z0-9._-]{0,62}[a-z0-9._])?")
@@ -149,7 +162,7 @@ def decode_signed(kind, data):
     """A `Signed` envelope of `kind`: canonical, `{body, signer, sig}`, `v` = 1, and a signature
     that verifies under `signer`. Returns (body, signer); whether the signer is the author's
     roster key is the caller's question (author field: KINDS[kind][0])."""
-    if kind not in KINDS or kind in ("roster", "provenance-entry"):
+    if kind not in KINDS or kind in UNSIGNED_KINDS:
         raise Invalid(f"{kind!r} is not a kind of signed object")
     env = decode_strict(data, KINDS[kind][1])
     if not isinstance(env, dict) or set(env) != {"body", "signer", "sig"}:
@@ -212,3 +225,267 @@ def decode_roster(data):
 def roster_keys(roster):
     """Member id -> public key."""
     return {m["id"]: m["key"] for m in roster["members"]}
+
+
+# --- sharing calls: the Merkle tree of a batch (docs/protocol.md, "Sharing calls") ---------------
+
+
+def merkle_leaf(kind, data):
+    """BLAKE3(0x00 || "deltafed/v1/" + kind || 0x00 || data): the leaf of one encoded call or result."""
+    return b3(b"\x00" + (PREFIX + kind).encode() + b"\x00" + data)
+
+
+def merkle_node(left, right):
+    """BLAKE3(0x01 || left || right)."""
+    return b3(b"\x01" + left + right)
+
+
+def _split(n):
+    """The largest power of two strictly below n (n >= 2)."""
+    k = 1
+    while k << 1 < n:
+        k <<= 1
+    return k
+
+
+def merkle_root(leaves):
+    """RFC 6962 section 2.1 with BLAKE3; the empty tree's root is BLAKE3 of nothing."""
+    if not leaves:
+        return b3(b"")
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return merkle_node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+def merkle_proof(leaves, index):
+    """The audit path of leaf `index`: sibling hashes from the leaf up to the root."""
+    if not 0 <= index < len(leaves):
+        raise ValueError(f"leaf {index} of a tree of {len(leaves)}")
+    siblings, lo, hi = [], 0, len(leaves)
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index - lo < k:
+            siblings.append(merkle_root(leaves[lo + k : hi]))
+            hi = lo + k
+        else:
+            siblings.append(merkle_root(leaves[lo : lo + k]))
+            lo += k
+    return siblings[::-1]
+
+
+def merkle_verify(leaf, index, size, path, root):
+    """Whether `leaf` is leaf `index` of a tree of `size` leaves with `root`, by the audit path
+    `path` (RFC 9162 section 2.1.3.2, verifying an inclusion proof)."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = merkle_node(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = merkle_node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def key_commitment(salt, key):
+    """What a call holds instead of its key: BLAKE3 derive-key("deltafed/v1/call-key") over
+    salt || key. The salt travels beside the call and is never logged."""
+    return blake3.blake3(salt + key.encode("utf-8"), derive_key_context=PREFIX + "call-key").digest()
+
+
+CALL_FIELDS = ("v", "salt", "dataset", "grant", "key", "app", "on_behalf_of")
+MAX_BATCH = 256  # most calls in one batch
+MAX_LABEL_BYTES = 256  # an app name or on-behalf-of value
+
+
+def outcome_problem(o):
+    """None when `o` is a call `Outcome` (docs/protocol.md, `CallOutcome`), else why not."""
+    if o == "deferred":
+        return None
+    if not isinstance(o, dict) or len(o) != 1 or next(iter(o)) not in ("answered", "refused"):
+        return f"{o!r:.60} is not an outcome ({{answered: ...}}, {{refused: ...}} or \"deferred\")"
+    (variant, data), = o.items()
+    if variant == "refused":
+        if not isinstance(data, dict) or set(data) != {"reason"} or not isinstance(data["reason"], str):
+            return "a refused outcome is not {reason: text}"
+        return None
+    if not isinstance(data, dict) or set(data) != {"version", "fields", "records", "count"}:
+        return "an answered outcome is not {version, fields, records, count}"
+    if not is_uint(data["version"]) or not is_uint(data["count"]) or not is_bytes(data["records"], 32):
+        return "an answered outcome needs version and count uints and records of 32 bytes"
+    f = data["fields"]
+    if f is not None and not (isinstance(f, list) and all(isinstance(x, str) for x in f)):
+        return "an answered outcome's fields are not a list of text or null"
+    return None
+
+
+def decode_call(data):
+    """A `Call` in its canonical bytes (a leaf of a signed batch). Returns the map."""
+    c = decode_strict(data, KINDS["call"][1])
+    if not isinstance(c, dict) or set(c) != set(CALL_FIELDS):
+        got = sorted(c) if isinstance(c, dict) else type(c).__name__
+        raise Invalid(f"is not a Call: its fields are {got}, not {sorted(CALL_FIELDS)}")
+    if c["v"] != 1:
+        raise Invalid(f"is a call of v = {c['v']!r}, not 1")
+    if not is_bytes(c["salt"], 16) or not is_bytes(c["key"], 32):
+        raise Invalid("is not a Call: salt must be 16 bytes and key 32")
+    if not isinstance(c["dataset"], str) or not DATASET_ID.fullmatch(c["dataset"]):
+        raise Invalid(f"is not a Call: dataset {c['dataset']!r} is not a dataset id")
+    if c["grant"] is not None and not is_bytes(c["grant"], 16):
+        raise Invalid("is not a Call: grant is not 16 bytes or null")
+    for f in ("app", "on_behalf_of"):
+        if c[f] is not None and not isinstance(c[f], str):
+            raise Invalid(f"is not a Call: {f} is not text or null")
+    return c
+
+
+def call_salt(call_bytes):
+    """The salt a call's result repeats: the call's own, or zeros for a call that does not
+    decode (as the provider writes it)."""
+    try:
+        return decode_call(call_bytes)["salt"]
+    except Invalid:
+        return bytes(16)
+
+
+def result_of(leaf, call_bytes, outcome):
+    """The canonical `CallResult` bytes of a logged call (its leaf, its salt, its outcome)."""
+    return canonical({"v": 1, "call": leaf, "salt": call_salt(call_bytes), "outcome": outcome})
+
+
+def decode_call_result(data):
+    """A `CallResult` in its canonical bytes (a leaf of a signed answer). Returns the map."""
+    r = decode_strict(data, KINDS["call-result"][1])
+    if not isinstance(r, dict) or set(r) != {"v", "call", "salt", "outcome"}:
+        got = sorted(r) if isinstance(r, dict) else type(r).__name__
+        raise Invalid(f"is not a CallResult: its fields are {got}, not ['call', 'outcome', 'salt', 'v']")
+    if r["v"] != 1:
+        raise Invalid(f"is a call result of v = {r['v']!r}, not 1")
+    if not is_bytes(r["call"], 32) or not is_bytes(r["salt"], 16):
+        raise Invalid("is not a CallResult: call is not 32 bytes or salt not 16")
+    why = outcome_problem(r["outcome"])
+    if why:
+        raise Invalid(f"is not a CallResult: {why}")
+    return r
+
+
+def check_call_pair(batch_bytes, answer_bytes):
+    """The signed `CallBatch` and `CallAnswer` of one exchange of calls: each decoded and its
+    signature verified (the signers' roster keys are the caller's question), and the answer is
+    for exactly this batch. Returns (batch body, batch signer, answer body, answer signer,
+    problems): the bodies are None when an object does not verify."""
+    problems = []
+    batch = answer = bsigner = asigner = None
+    try:
+        batch, bsigner = decode_signed("call-batch", batch_bytes)
+        if set(batch) != {"v", "requester", "provider", "nonce", "time", "count", "root"}:
+            raise Invalid(f"is not a CallBatch: its fields are {sorted(batch)}")
+        if not is_uint(batch["count"]) or not 1 <= batch["count"] <= MAX_BATCH or not is_bytes(batch["root"], 32):
+            raise Invalid(f"is not a CallBatch: count must be 1 to {MAX_BATCH} and root 32 bytes")
+        if not is_uint(batch["time"]) or batch["time"] > MAX_TIME:
+            raise Invalid("is not a CallBatch: time is not a time")
+    except Invalid as e:
+        problems.append(f"the call-batch {e}")
+        batch = None
+    try:
+        answer, asigner = decode_signed("call-answer", answer_bytes)
+        if set(answer) != {"v", "batch", "exchange", "provider", "requester", "count", "root", "time"}:
+            raise Invalid(f"is not a CallAnswer: its fields are {sorted(answer)}")
+        if not is_bytes(answer["batch"], 32) or not is_bytes(answer["root"], 32) or not is_uint(answer["count"], 32):
+            raise Invalid("is not a CallAnswer: batch and root must be 32 bytes and count a uint")
+        if not is_uint(answer["time"]) or answer["time"] > MAX_TIME:
+            raise Invalid("is not a CallAnswer: time is not a time")
+    except Invalid as e:
+        problems.append(f"the call-answer {e}")
+        answer = None
+    if batch is not None and answer is not None:
+        if answer["batch"] != b3(batch_bytes):
+            problems.append(
+                f"the call-answer names batch {answer['batch'].hex()[:16]}…, not this call-batch "
+                f"(BLAKE3 of its bytes: {b3(batch_bytes).hex()[:16]}…)"
+            )
+        for f in ("requester", "provider", "count"):
+            if answer[f] != batch[f]:
+                problems.append(f"the call-answer's {f} is {answer[f]!r}, the call-batch's {batch[f]!r}")
+    return batch, bsigner, answer, asigner, problems
+
+
+def check_call_proofs(view, batch, answer):
+    """One call of an export line (its `index`, `call`, `leaf`, `proof`, `result`, `result_leaf`,
+    `result_proof`) against the signed batch and answer bodies. Nothing else of the batch is
+    needed. Returns (call, result, problems): call and result decoded, or None."""
+    problems = []
+    count = batch["count"]
+
+    def hexes(name, n=None):
+        v = view.get(name)
+        try:
+            out = [bytes.fromhex(h) for h in v] if n is None else bytes.fromhex(v)
+        except (TypeError, ValueError, AttributeError):
+            problems.append(f"{name} is not {'a list of hex hashes' if n is None else 'hex'}")
+            return None
+        if n is None and not all(len(h) == 32 for h in out):
+            problems.append(f"{name} holds a value that is not a 32-byte hash")
+            return None
+        return out
+
+    index = view.get("index")
+    if not is_uint(index):
+        problems.append(f"index {index!r} is not a number")
+        return None, None, problems
+    if index >= count:
+        problems.append(f"index {index} is not below the signed batch's count, {count}")
+    call_bytes = hexes("call", 0)
+    proof = hexes("proof")
+    call = result = None
+    leaf = None
+    if call_bytes is not None:
+        leaf = merkle_leaf("call", call_bytes)
+        try:
+            call = decode_call(call_bytes)
+        except Invalid as e:
+            problems.append(f"the call {e}")
+        if view.get("leaf") != leaf.hex():
+            problems.append(
+                f"leaf {str(view.get('leaf'))[:16]}… is not the leaf hash of call "
+                f"(BLAKE3(0x00 || \"deltafed/v1/call\" || 0x00 || call) = {leaf.hex()[:16]}…)"
+            )
+        if proof is not None and not merkle_verify(leaf, index, count, proof, batch["root"]):
+            problems.append(
+                f"the proof does not verify the call's leaf {leaf.hex()[:16]}… at index {index} of {count} under "
+                f"the signed batch's root {batch['root'].hex()[:16]}…: this call is not the one "
+                f"{batch['requester']} signed at that place"
+            )
+    result_bytes = hexes("result", 0)
+    result_proof = hexes("result_proof")
+    if result_bytes is not None:
+        rleaf = merkle_leaf("call-result", result_bytes)
+        try:
+            result = decode_call_result(result_bytes)
+        except Invalid as e:
+            problems.append(f"the result {e}")
+        if result is not None and leaf is not None and result["call"] != leaf:
+            problems.append(
+                f"the result answers call {result['call'].hex()[:16]}…, not this call ({leaf.hex()[:16]}…)"
+            )
+        if view.get("result_leaf") != rleaf.hex():
+            problems.append(
+                f"result_leaf {str(view.get('result_leaf'))[:16]}… is not the leaf hash of result "
+                f"({rleaf.hex()[:16]}…)"
+            )
+        if result_proof is not None and not merkle_verify(rleaf, index, count, result_proof, answer["root"]):
+            problems.append(
+                f"result_proof does not verify the result's leaf {rleaf.hex()[:16]}… at index {index} of {count} "
+                f"under the signed answer's root {answer['root'].hex()[:16]}…: this is not the outcome "
+                f"{answer['provider']} signed for it"
+            )
+    return call, result, problems

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building deltafed needs on a fresh Debian/Ubuntu machine, only when missing:
-# libclang (rocksdb's bindgen), a C++ compiler (the bundled RocksDB), and the Rust toolchain's
-# rustfmt and clippy components.
+# libclang (rocksdb's bindgen), a C++ compiler (the bundled RocksDB), curl (the demo's gateway
+# calls), and the Rust toolchain's rustfmt and clippy components.
 set -euo pipefail
 
 need_apt=()
@@ -16,6 +16,8 @@ done
 $have_libclang || need_apt+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# The demo calls the application gateway the way an application would.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)"
   SUDO=""

@@ -2,7 +2,8 @@
 # The demo exchange, end to end, in a federation of four provinces (Shanghai, Jiangsu, Zhejiang,
 # Anhui): Zhejiang publishes its business licences (testnet/docker/scenario/zhejiang-licences.csv);
 # the signed manifest reaches every catalog; Zhejiang grants Shanghai, which fetches them and looks
-# one licence up; Anhui asks for three fields, Zhejiang approves, Anhui fetches the projection;
+# one licence up, and (local runner) a Shanghai application looks it up through the HTTP gateway
+# with a token of its own (docs/gateway.md); Anhui asks for three fields, Zhejiang approves, Anhui fetches the projection;
 # Zhejiang revokes Shanghai's grant and Shanghai's own node refuses the next fetch with the
 # revocation's reason, without asking Zhejiang; both sides show and verify their provenance; an
 # auditor checks Zhejiang's provenance export on its own with scripts/verify-export.py (cbor2,
@@ -195,6 +196,36 @@ show_cmd shanghai query "zhejiang/$DATASET" "$QUERY_KEY"
 QUERY_OUT=$(dx shanghai query "zhejiang/$DATASET" "$QUERY_KEY" 2>&1) || die "the query failed" "$QUERY_OUT"
 printf '%s\n' "$QUERY_OUT"
 grep -qF "$QUERY_NAME" <<<"$QUERY_OUT" || die "the query did not return licence $QUERY_KEY ($QUERY_NAME)"
+
+story_step "Shanghai's licence-check application calls the gateway with its own token"
+if [ "$RUNNER" = local ]; then
+  # The application holds a bearer token for this one dataset, and nothing of the admin socket.
+  run_json APP shanghai app add licence-check --datasets "zhejiang/$DATASET" --rate 100
+  TOKEN=$(json 'd["token"]' "$APP")
+  STATUS=$(dx shanghai status --json 2>&1) || die "[shanghai] \`deltafed status --json\` failed" "$STATUS"
+  GW=$(json 'd["gateway_url"]' "$STATUS") || die "Shanghai's status names no gateway_url" "$STATUS"
+  note "Shanghai's gateway: $GW (TOKEN is the token printed above)"
+  gateway() {
+    local out
+    out=$(curl -sS --max-time "$STEP_WAIT" -w '\n%{http_code}' "$@") || die "curl $(fmt_args "$@") failed" "$out"
+    CODE=${out##*$'\n'}
+    BODY=${out%$'\n'*}
+    printf '%s\n' "$BODY"
+  }
+  echo "\$ curl -s -H \"Authorization: Bearer \$TOKEN\" -H 'X-Deltafed-On-Behalf-Of: case 2026-117' $GW/v1/records/zhejiang/$DATASET/$QUERY_KEY"
+  gateway -H "Authorization: Bearer $TOKEN" -H "X-Deltafed-On-Behalf-Of: case 2026-117" \
+    "$GW/v1/records/zhejiang/$DATASET/$QUERY_KEY"
+  [ "$CODE" = 200 ] || die "the gateway answered $CODE to the record call" "$BODY"
+  json "d['dataset'] == 'zhejiang/$DATASET@$VERSION' and d['records'][0]['name'] == '$QUERY_NAME'" "$BODY" >/dev/null \
+    || die "the gateway did not return licence $QUERY_KEY ($QUERY_NAME) of zhejiang/$DATASET@$VERSION" "$BODY"
+  echo "\$ curl -s $GW/v1/catalog    # no token"
+  gateway "$GW/v1/catalog"
+  [ "$CODE" = 401 ] || die "the gateway answered $CODE, not 401, to a call without a token" "$BODY"
+  note "200 with the licence for the application's token; 401 (application/problem+json) without one"
+  run shanghai app list
+else
+  note "(local runner only: in the compose federation the gateways serve HTTPS inside the network)"
+fi
 
 story_step "Anhui asks for three fields; Zhejiang approves; Anhui fetches the projection"
 run_json REQUEST anhui request "zhejiang/$DATASET" --purpose "enterprise credit assessment" --fields company_id,name,status

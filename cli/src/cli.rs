@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deltafed_node::DataDir;
 
-use crate::{audit, exchange, init, remote, roster, run, testnet};
+use crate::{apps, audit, exchange, init, remote, roster, run, testnet};
 
 #[derive(Debug, Parser)]
 #[command(name = "deltafed", version, about = "A node of the Yangtze River Delta data federation", long_about = None)]
@@ -52,7 +52,10 @@ pub enum Command {
     #[command(subcommand)]
     Testnet(testnet::TestnetCommand),
     /// Run the node in the foreground until SIGINT or SIGTERM.
-    Run,
+    ///
+    /// Settings come from DIR/deltafed.toml, then the DELTAFED_* environment variables, then these
+    /// flags, each overriding the one before (docs/config.md lists every key).
+    Run(run::RunArgs),
     /// This node: member, peer id, federation, listen addresses, connected members.
     Status,
     /// Connected members and their addresses.
@@ -103,15 +106,19 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// The records with a key, only the fields granted.
+    /// The records with a key (or several keys, in one batched call), only the fields granted.
     Query {
         /// MEMBER/DATASET (published with --key-field).
         dataset: deltafed_protocol::DatasetRef,
-        /// The key field's value to look up.
-        key: String,
+        /// The key field's value(s) to look up (at most 1000).
+        #[arg(required = true, num_args = 1..)]
+        keys: Vec<String>,
     },
     /// The provenance log, newest first; `verify` checks it, `export` writes it for auditors.
     Provenance(audit::ProvenanceArgs),
+    /// Local applications of the gateway: their datasets, rates and bearer tokens.
+    #[command(subcommand)]
+    App(apps::AppCommand),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -120,7 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init(args) => init::run(g, args),
         Command::Roster(cmd) => roster::run(g, cmd),
         Command::Testnet(cmd) => testnet::run(g, cmd),
-        Command::Run => run::run(g),
+        Command::Run(a) => run::run(g, a),
         Command::Status => remote::status(g),
         Command::Peers => remote::peers(g),
         Command::Publish(a) => remote::publish(g, a),
@@ -134,7 +141,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Grants => exchange::grants(g),
         Command::Revoke { grant_id, reason } => exchange::revoke(g, grant_id, reason),
         Command::Fetch { dataset, out } => exchange::fetch(g, dataset, out),
-        Command::Query { dataset, key } => exchange::query(g, dataset, key),
+        Command::Query { dataset, keys } => exchange::query(g, dataset, keys),
         Command::Provenance(a) => audit::run(g, a),
+        Command::App(cmd) => apps::run(g, cmd),
     }
 }

@@ -3,6 +3,8 @@
 //! the reference and fails when the file differs. Regenerate with [`REGENERATE`]; that run only
 //! writes the file, and the next run without the variable compares it.
 
+mod config;
+
 use clap::{Arg, ArgAction, Command, CommandFactory};
 
 use crate::cli::Cli;
@@ -23,9 +25,11 @@ binary itself shows (`deltafed COMMAND --help`).
 - `--data-dir DIR` (or the environment variable `DELTAFED_DATA_DIR`) names the node's data
   directory ([data-dir.md](data-dir.md)). It and `--json` are global: they may come before or
   after the command's own arguments. Every command needs a data dir except `roster new`,
-  `roster show` and `testnet init`.
+  `roster show`, `testnet init` and `provenance verify --archive DIR --roster FILE` (sealed
+  segments checked on their own).
 - `init`, `roster ...`, `testnet init` and `run` work without a running node. `provenance verify`
-  and `provenance export` work with or without one (without, they read `DIR/db` read-only).
+  and `provenance export` work with or without one (without, they read `DIR/db` read-only);
+  `provenance archive` needs it.
   Every other command asks the running node over its admin socket `DIR/admin.sock`; when no node
   answers there it says so and names `deltafed run --data-dir DIR`.
 - `--json` prints exactly one JSON document on stdout (noted per command below). For the

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use deltafed_node::admin::api::{
-    Decided, Fetched, GrantIssued, GrantRequest, GrantView, QueryResult, Request, RequestSent, RequestView, Revoked,
+    Decided, Fetched, GrantIssued, GrantRequest, GrantView, QueryResult, QueryResults, Request, RequestSent,
+    RequestView, Revoked,
 };
 use deltafed_protocol::{DatasetId, DatasetRef, GrantId, MemberId, RequestId};
 
@@ -221,8 +222,27 @@ pub fn fetch(g: &Global, dataset: DatasetRef, out: PathBuf) -> Result<ExitCode> 
     })
 }
 
-pub fn query(g: &Global, dataset: DatasetRef, key: String) -> Result<ExitCode> {
-    let q: QueryResult = client(g)?.call(&Request::Query { dataset, key })?;
+pub fn query(g: &Global, dataset: DatasetRef, mut keys: Vec<String>) -> Result<ExitCode> {
+    if keys.len() > 1 {
+        let q: QueryResults = client(g)?.call(&Request::Query { dataset, key: None, keys })?;
+        return emit(g.json, &q, || {
+            q.results
+                .iter()
+                .map(|r| match (&r.records, &r.error) {
+                    (_, Some(e)) => format!("{}: refused: {e}", r.key),
+                    (Some(recs), None) => {
+                        let recs: Vec<String> =
+                            recs.iter().map(|x| serde_json::Value::Object(x.clone()).to_string()).collect();
+                        format!("{}: {}", r.key, if recs.is_empty() { "no record".into() } else { recs.join(" ") })
+                    }
+                    (None, None) => format!("{}: no answer", r.key),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    }
+    let key = keys.pop();
+    let q: QueryResult = client(g)?.call(&Request::Query { dataset, key, keys })?;
     emit(g.json, &q, || {
         if q.records.is_empty() {
             return format!("no record with key {:?} in {}", q.key, q.dataset);

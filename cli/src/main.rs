@@ -1,6 +1,7 @@
 //! `deltafed`: the one binary. `main` parses arguments, runs the command, and turns an error into
 //! one line on stderr and exit code 1 (usage errors exit 2, from clap).
 
+mod apps;
 mod audit;
 mod cli;
 #[cfg(test)]

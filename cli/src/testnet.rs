@@ -1,10 +1,12 @@
 //! `deltafed testnet init`: the whole roster ceremony for a local federation in one command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use deltafed_node::config::GatewayConfig;
 use deltafed_node::{DataDir, Multiaddr, keyfile, rosterfile};
 use deltafed_protocol::roster::SignedRoster;
 use deltafed_protocol::{FederationId, MemberId};
@@ -28,7 +30,10 @@ pub enum TestnetCommand {
         /// Member i (0-based) listens on 127.0.0.1 TCP and UDP (QUIC) port P+i.
         #[arg(long, default_value_t = 4001)]
         base_port: u16,
-        /// Address members as /dns4/<member>/tcp/4001 (and udp/4001/quic-v1) for a compose network.
+        /// Address members as /dns4/<member>/tcp/4001 (and udp/4001/quic-v1) for a compose network;
+        /// their gateways listen on 0.0.0.0:8480 over HTTPS with a self-signed certificate each
+        /// (gateway-cert.pem in the data dir), their metrics on 0.0.0.0:9480. Without it, each
+        /// gateway and metrics listener takes a free port on 127.0.0.1 (see `deltafed status`).
         #[arg(long)]
         docker: bool,
         /// The federation id.
@@ -110,7 +115,27 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
     let mut out = Vec::new();
     for ((m, key), (listen, addrs)) in members.iter().zip(&keys).zip(plans) {
         let dd = DataDir::new(dir.join(m.as_str()));
-        let init = init::create(&dd, m, &parse_addrs(&listen)?, key)?;
+        let gateway = if docker {
+            GatewayConfig {
+                listen: SocketAddr::from(([0, 0, 0, 0], 8480)),
+                tls_cert: Some(GATEWAY_CERT.into()),
+                tls_key: Some(GATEWAY_KEY.into()),
+                ..GatewayConfig::default()
+            }
+        } else {
+            GatewayConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..GatewayConfig::default() }
+        };
+        // Metrics: Prometheus and the probes of a container reach it from outside, so all
+        // interfaces on the fixed port with --docker; a free loopback port locally.
+        let metrics =
+            if docker { SocketAddr::from(([0, 0, 0, 0], 9480)) } else { SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let init = init::create(&dd, m, &parse_addrs(&listen)?, key, |cfg| {
+            cfg.gateway = gateway;
+            cfg.metrics.listen = metrics;
+        })?;
+        if docker {
+            write_gateway_cert(&dd, m)?;
+        }
         rosterfile::install(&dd.roster(), &roster, &roster_path)?;
         out.push(TestnetMember { init, listen, addrs });
     }
@@ -135,6 +160,33 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
         s += &format!("start a member: deltafed run --data-dir {}/<member>", t.dir);
         s
     })
+}
+
+/// The gateway's certificate and key in a `--docker` member's data dir.
+const GATEWAY_CERT: &str = "gateway-cert.pem";
+const GATEWAY_KEY: &str = "gateway-key.pem";
+
+/// A self-signed certificate for a member's gateway, valid for its compose host name,
+/// `localhost` and 127.0.0.1; the key is written with mode 0600.
+fn write_gateway_cert(dd: &DataDir, member: &MemberId) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let names = vec![member.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
+    let certified = rcgen::generate_simple_self_signed(names).context("cannot make the gateway's certificate")?;
+    let cert_path = dd.root().join(GATEWAY_CERT);
+    let key_path = dd.root().join(GATEWAY_KEY);
+    std::fs::write(&cert_path, certified.cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .with_context(|| format!("cannot create {}", key_path.display()))?;
+    key.write_all(certified.key_pair.serialize_pem().as_bytes())
+        .and_then(|()| key.sync_all())
+        .with_context(|| format!("cannot write {}", key_path.display()))?;
+    Ok(())
 }
 
 fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>> {

@@ -53,6 +53,41 @@ fn init_writes_a_private_key_and_refuses_to_overwrite_it() {
 }
 
 #[test]
+fn init_with_a_given_key_and_roster_is_idempotent_as_a_provisioning_step() {
+    // What a Kubernetes init container does at every start: the key from a mounted Secret
+    // (group-readable), the roster from a ConfigMap, the config possibly there already.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let net = tmp.path().join("net");
+    ok_json(&["testnet", "init", "--dir", s(&net), "--members", "shanghai,anhui", "--json"]);
+    let secret = tmp.path().join("secret-node.key");
+    std::fs::copy(net.join("anhui/node.key"), &secret).expect("copy");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o440)).expect("chmod");
+    let roster = net.join("roster.cbor");
+    let dir = tmp.path().join("pvc/node");
+    let args =
+        ["init", "--member", "anhui", "--key", s(&secret), "--roster", s(&roster), "--data-dir", s(&dir), "--json"];
+    let first = ok_json(&args);
+    let again = ok_json(&args);
+    assert_eq!(first, again, "the same identity both times");
+    let original = std::fs::read_to_string(net.join("anhui/node.key")).expect("key");
+    assert_eq!(std::fs::read_to_string(dir.join("node.key")).expect("key"), original);
+    assert_eq!(std::fs::metadata(dir.join("node.key")).expect("key").permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read(dir.join("roster.cbor")).expect("roster"), std::fs::read(&roster).expect("roster"));
+    // A config already there (a mounted one) is kept.
+    std::fs::write(dir.join("deltafed.toml"), "member = \"anhui\"\nserve_rate_limit = 5\n").expect("write");
+    ok_json(&args);
+    assert!(std::fs::read_to_string(dir.join("deltafed.toml")).expect("config").contains("serve_rate_limit = 5"));
+    // Another member's key in the same data dir is refused; a key readable by others too.
+    std::fs::copy(net.join("shanghai/node.key"), &secret).expect("copy");
+    let err = fails(&args[..args.len() - 1]);
+    assert!(err.contains("another key"), "{err}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let err = fails(&["init", "--member", "anhui", "--key", s(&secret), "--data-dir", s(&tmp.path().join("other"))]);
+    assert!(err.contains("unsafe permissions"), "{err}");
+}
+
+#[test]
 fn bad_input_gets_one_clear_sentence() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let err = fails(&["init", "--member", "zhejiang"]);
@@ -64,6 +99,23 @@ fn bad_input_gets_one_clear_sentence() {
     let err = fails(&["roster", "show", s(&tmp.path().join("missing.cbor"))]);
     assert!(err.contains("cannot read roster"), "{err}");
     for help in [&["--help"][..], &["roster", "--help"], &["roster", "new", "--help"], &["testnet", "init", "--help"]] {
+        assert!(deltafed(help).status.success(), "{help:?}");
+    }
+}
+
+#[test]
+fn app_commands_need_a_running_node_and_check_their_arguments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("zj");
+    ok_json(&["init", "--member", "zhejiang", "--data-dir", s(&dir), "--json"]);
+    let err = fails(&["app", "list", "--data-dir", s(&dir)]);
+    assert!(err.contains("no node is running") && err.contains("deltafed run"), "{err}");
+    let out = deltafed(&["app", "add", "credit-check", "--datasets", "shanghai", "--data-dir", s(&dir)]);
+    assert_eq!(out.status.code(), Some(2), "a malformed dataset reference is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MEMBER/DATASET"));
+    let out = deltafed(&["app", "add", "credit-check", "--rate", "lots", "--data-dir", s(&dir)]);
+    assert_eq!(out.status.code(), Some(2));
+    for help in [&["app", "--help"][..], &["app", "add", "--help"], &["app", "rotate", "--help"]] {
         assert!(deltafed(help).status.success(), "{help:?}");
     }
 }
@@ -200,10 +252,37 @@ fn testnet_init_makes_a_ready_federation() {
         assert_eq!(installed["signers"].as_array().expect("signers").len(), 4, "signed by all");
         let cfg = std::fs::read_to_string(dir.join("deltafed.toml")).expect("config");
         assert!(cfg.contains(&format!("/ip4/127.0.0.1/tcp/{port}")), "{cfg}");
+        // Local gateways take a free loopback port each, plain HTTP.
+        assert!(cfg.contains("[gateway]\nlisten = \"127.0.0.1:0\""), "{cfg}");
+        assert!(!cfg.contains("tls_cert"), "{cfg}");
+        // Metrics too: a free loopback port each.
+        assert!(cfg.contains("[metrics]\nlisten = \"127.0.0.1:0\""), "{cfg}");
     }
     let docker = tmp.path().join("docker");
     let v = ok_json(&["testnet", "init", "--dir", s(&docker), "--members", "shanghai,anhui", "--docker", "--json"]);
     assert_eq!(v["members"][1]["addrs"], serde_json::json!(["/dns4/anhui/tcp/4001", "/dns4/anhui/udp/4001/quic-v1"]));
+    // Docker gateways listen on every interface, so over HTTPS: a certificate each, key private.
+    for m in ["shanghai", "anhui"] {
+        let dir = docker.join(m);
+        let cfg = std::fs::read_to_string(dir.join("deltafed.toml")).expect("config");
+        assert!(cfg.contains("listen = \"0.0.0.0:8480\""), "{cfg}");
+        // Metrics on every interface, where the probes and Prometheus of the network reach them.
+        assert!(cfg.contains("[metrics]\nlisten = \"0.0.0.0:9480\""), "{cfg}");
+        assert!(
+            cfg.contains("tls_cert = \"gateway-cert.pem\"") && cfg.contains("tls_key = \"gateway-key.pem\""),
+            "{cfg}"
+        );
+        let cert = std::fs::read_to_string(dir.join("gateway-cert.pem")).expect("cert");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+        let key = dir.join("gateway-key.pem");
+        assert_eq!(std::fs::metadata(&key).expect("key").permissions().mode() & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&key).expect("key").contains("PRIVATE KEY"));
+    }
+    assert_ne!(
+        std::fs::read(docker.join("shanghai/gateway-cert.pem")).expect("cert"),
+        std::fs::read(docker.join("anhui/gateway-cert.pem")).expect("cert"),
+        "one certificate per member"
+    );
     let roster_before = std::fs::read(net.join("roster.cbor")).expect("roster");
     let err = fails(&["testnet", "init", "--dir", s(&net), "--members", "shanghai"]);
     assert!(err.contains("refusing to overwrite"), "{err}");

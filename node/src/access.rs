@@ -313,6 +313,18 @@ impl Access {
         })
     }
 
+    /// Provider: counts up to `n` calls under `id` within the grant's query budget, in one
+    /// write; answers how many may go ahead (the first ones of a batch), or why none may.
+    pub fn count_queries(&self, id: &GrantId, n: u64) -> Result<Result<u64, Refusal>, Error> {
+        self.update_grant(id, |held, rec| {
+            policy::query_budget(held.grant.body(), rec.queries)?;
+            let left = held.grant.body().max_queries.map_or(n, |max| max.saturating_sub(rec.queries));
+            let take = n.min(left);
+            rec.queries += take;
+            Ok(take)
+        })
+    }
+
     /// Keeps an access request; false when it is already held.
     pub fn add_request(&self, r: &Signed<AccessRequest>, direction: Direction) -> Result<bool, Error> {
         let _w = self.guard();

@@ -191,6 +191,11 @@ impl Exchanges {
     pub fn remove(&self, id: &ExchangeId) {
         self.lock().remove(id);
     }
+
+    /// Exchanges open now (the idle ones the next insert drops are not counted).
+    pub fn open(&self) -> usize {
+        self.lock().values().filter(|s| s.last_used.elapsed() < IDLE).count()
+    }
 }
 
 /// What a requester knows about an unfinished fetch, kept in the node's data dir.

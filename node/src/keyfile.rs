@@ -56,6 +56,23 @@ pub fn read(path: &Path) -> Result<SecretKey, Error> {
     if mode & 0o077 != 0 {
         return Err(Error::Unsafe { path: path.to_path_buf(), mode });
     }
+    parse(path)
+}
+
+/// Reads a key to import into a data dir (`deltafed init --key`) from where a secret store
+/// mounts it. Such a file may be readable by its group (Kubernetes hands a Secret's files to the
+/// pod's fsGroup, mode 0440 whatever `defaultMode` says), never by others; the copy in the data
+/// dir is 0600, which [`read`] insists on.
+pub fn read_import(path: &Path) -> Result<SecretKey, Error> {
+    let meta = fs::metadata(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(Error::Unsafe { path: path.to_path_buf(), mode });
+    }
+    parse(path)
+}
+
+fn parse(path: &Path) -> Result<SecretKey, Error> {
     let text = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     let bytes = hex::decode(text.trim()).map_err(|_| Error::Corrupt { path: path.to_path_buf() })?;
     let seed: [u8; 32] = bytes.try_into().map_err(|_| Error::Corrupt { path: path.to_path_buf() })?;
@@ -78,6 +95,11 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = read(&path).expect_err("unsafe");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o440)).expect("chmod");
+        assert!(read(&path).is_err(), "group-readable: refused in a data dir");
+        assert_eq!(read_import(&path).expect("importable").public(), key.public());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).expect("chmod");
+        assert!(matches!(read_import(&path), Err(Error::Unsafe { .. })), "readable by others: refused everywhere");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         fs::write(&path, "nonsense").expect("write");
         assert!(matches!(read(&path), Err(Error::Corrupt { .. })));

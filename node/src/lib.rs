@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod apps;
 pub mod blobs;
 pub mod catalog;
 pub mod config;
@@ -13,9 +14,11 @@ pub mod datadir;
 pub mod durable;
 pub mod exchange;
 pub mod format;
+pub mod gateway;
 pub mod identity;
 pub mod keyfile;
 pub mod keyindex;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod outbox;

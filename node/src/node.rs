@@ -10,8 +10,10 @@
 //! | `deliveries.rs` | handing signed objects to members, the outbox, receiving them |
 //! | `serve.rs` | fetch, provider side: ticket, chunks, receipts |
 //! | `fetch.rs` | fetch, requester side: verified, resumable download |
-//! | `query.rs` | record queries, both sides |
+//! | `query.rs` | single record queries (the first release's protocol), provider side |
+//! | `calls.rs` | sharing calls from applications: the batched, signed call path |
 //! | `audit.rs` | checkpoints, provenance list, verify, export |
+//! | `apps.rs` | local applications of the gateway and their tokens |
 //!
 //! Who may receive what is decided in [`crate::policy`]; operations only look values up and act
 //! on its answer. Operations return domain values or a typed [`Error`]; the admin API turns
@@ -37,13 +39,17 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod apps;
 mod audit;
 pub use audit::export_to;
+mod calls;
+pub use calls::{CallCounts, Caller, CallsAnswered, KeyAnswer};
 mod deliveries;
 mod error;
 mod fetch;
 mod grants;
 mod inbound;
+mod observe;
 mod publish;
 mod query;
 mod serve;
@@ -51,8 +57,7 @@ mod sync;
 
 pub use deliveries::Sent;
 pub use error::Error;
-pub use fetch::Fetched;
-pub use query::Answered;
+pub use fetch::{Fetched, Streaming};
 
 use crate::access::Access;
 use crate::admin;
@@ -65,7 +70,7 @@ use crate::net::{self, Event, MemberAddrs, Members, NetHandle};
 use crate::outbox::Outbox;
 use crate::provenance::{self, Provenance};
 use crate::store::Store;
-use crate::{Config, DataDir, identity, keyfile, rosterfile};
+use crate::{Config, DataDir, gateway, identity, keyfile, rosterfile};
 
 /// Most network events handled at once; beyond it the dispatcher waits (and the network's own
 /// bounded queue starts dropping gossip, which sync repairs).
@@ -116,6 +121,12 @@ pub enum StartError {
     UnsafeDir { dir: PathBuf, mode: u32 },
     #[error("cannot read data dir {dir}: {source}")]
     Dir { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Gateway(#[from] gateway::Error),
+    #[error("cannot load the applications: {0}")]
+    Apps(#[from] crate::apps::Error),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::Error),
 }
 
 /// A handle on the running node; cheap to clone.
@@ -142,10 +153,24 @@ struct Inner {
     keyindex: Arc<KeyIndex>,
     /// Group commit: what the node reports done is durable first.
     durable: Durable,
+    /// Members' keys, decompressed once for the hot verification paths.
+    keys: deltafed_protocol::crypto::KeyCache,
+    /// Turns call keys into the keyed hashes the log keeps (see `provenance::audit_key`).
+    audit_key: [u8; 32],
+    /// Requester side of sharing calls: one batcher per provider.
+    batchers: calls::Batchers,
     /// Where unfinished fetches keep their state (`DIR/partial`).
     partial_dir: PathBuf,
     /// The uid owning the data dir: files the node wrote carry it.
     owner: u32,
+    /// Local applications of the gateway.
+    apps: crate::apps::Apps,
+    /// Where the gateway actually listens (`status`).
+    gateway_url: String,
+    /// Counters and histograms of what happens, for `/metrics` (`observe.rs`).
+    metrics: crate::metrics::Metrics,
+    /// Where the metrics listener actually listens (`status`).
+    metrics_url: String,
 }
 
 fn now() -> Timestamp {
@@ -260,12 +285,26 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         .iter()
         .map(|a| a.parse::<Multiaddr>().map_err(|e| StartError::BadListen { addr: a.clone(), detail: e.to_string() }))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = Store::open(&dir.db())?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    // A start that fails below stops what was spawned so far (the metrics listener).
+    let _stop_on_error = shutdown.clone().drop_guard();
+    // Before the database is opened: a gateway or metrics listener that may not (or cannot)
+    // listen stops the start. Health is answered from now on ("not ready" until all runs).
+    let gateway = gateway::bind(&config.gateway, &dir).await?;
+    let health = crate::metrics::Health::starting();
+    let metrics = crate::metrics::bind(&config.metrics, &dir).await?;
+    let metrics_url = metrics.url().to_string();
+    tasks.spawn(crate::metrics::serve(metrics, health.clone(), tasks.clone(), shutdown.clone()));
+    let store = Store::open_with(&dir.db(), &config.storage)?;
+    let apps = crate::apps::Apps::open(store.clone())?;
     let blobs = Arc::new(Blobs::open(&dir.blobs())?);
-    let provenance = Arc::new(Provenance::open(store.clone(), member.clone(), Some(key.clone()))?);
+    let provenance = Arc::new(
+        Provenance::open(store.clone(), member.clone(), Some(key.clone()))?
+            .with_archive_dir(dir.resolve(&config.provenance.archive_dir)),
+    );
     let keypair = identity::keypair(&key);
     let peer_id = keypair.public().to_peer_id();
-    let shutdown = CancellationToken::new();
     let (net, events, event_loop) = net::new(
         net::Settings {
             key: keypair,
@@ -283,6 +322,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         roster_version = roster.roster.version, "node started"
     );
     let limits = crate::catalog::Limits { datasets: config.member_datasets, versions: config.dataset_versions };
+    let audit_key = provenance::audit_key(&key);
     let node = Node(Arc::new(Inner {
         config,
         key,
@@ -298,29 +338,42 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         keyindex: Arc::new(KeyIndex::new(store.clone(), blobs.clone())),
         provenance,
         durable: Durable::new(store.clone()),
+        keys: Default::default(),
+        audit_key,
+        batchers: Default::default(),
         store,
         blobs,
         net,
         partial_dir: dir.partial(),
         owner: dir_owner(&dir)?,
+        apps,
+        gateway_url: gateway.url().to_string(),
+        metrics: crate::metrics::Metrics::new(),
+        metrics_url,
     }));
     node.record_roster_if_new();
-    let tasks = TaskTracker::new();
     tasks.spawn(event_loop.run());
     tasks.spawn(dispatch(node.clone(), events, tasks.clone(), shutdown.clone()));
     tasks.spawn(admin::serve(listener, node.clone(), tasks.clone(), shutdown.clone()));
     tasks.spawn(audit::checkpoints(node.clone(), shutdown.clone()));
+    tasks.spawn(audit::archiving(node.clone(), shutdown.clone()));
+    tasks.spawn(gateway::serve(gateway, node.clone(), tasks.clone(), shutdown.clone()));
+    tasks.spawn(apps::flush_usage(node.clone(), shutdown.clone()));
+    health.running(node.clone());
 
     stop.await;
+    health.stopping();
     tracing::info!("shutting down");
     // A last checkpoint, so peers witness the log as it was at shutdown.
     node.checkpoint_and_send().await;
+    node.0.batchers.close();
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("some tasks did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
     }
     let _ = std::fs::remove_file(&sock);
+    node.flush_app_usage();
     node.0.store.flush()?;
     tracing::info!("stopped");
     Ok(())
@@ -374,6 +427,16 @@ impl Node {
         &self.0.net
     }
 
+    /// RocksDB's memory now, against the `[storage]` bounds.
+    pub fn storage_memory(&self) -> Option<crate::store::MemoryUsage> {
+        self.0.store.memory_usage()
+    }
+
+    /// The gateway's address as bound, `http://…` or `https://…`.
+    pub fn gateway_url(&self) -> &str {
+        &self.0.gateway_url
+    }
+
     pub fn roster(&self) -> Arc<SignedRoster> {
         self.0.roster.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -382,7 +445,9 @@ impl Node {
     async fn on_event(&self, ev: Event) {
         match ev {
             Event::Gossip { id, source, data } => {
-                let acceptance = match self.ingest(&data).await {
+                let ingested = self.ingest(&data).await;
+                self.0.metrics.gossip(&ingested);
+                let acceptance = match ingested {
                     Ingested::Accepted => MessageAcceptance::Accept,
                     Ingested::Duplicate | Ingested::Stale => MessageAcceptance::Ignore,
                     Ingested::Rejected(reason) => {

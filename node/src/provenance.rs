@@ -16,6 +16,9 @@
 //!   audit query walks one short key range newest first instead of the whole log.
 //! - `Cf::Checkpoints`: seq → our own signed checkpoint.
 //! - `Cf::Witness`: member + 0x00 + seq → a peer's signed checkpoint we keep for them.
+//! - `Cf::Meta`: what is archived into sealed segment files, and the highest seq of our
+//!   checkpoints each peer acknowledged holding ([`archive`]). An archived log's rows start
+//!   after the last archived entry, whose hash the first one chains to.
 //!
 //! Durability: writes go to the WAL without an fsync of their own; the node makes them durable
 //! with one shared sync per batch of concurrent work (`crate::durable`) before it reports an
@@ -23,6 +26,8 @@
 //! checkpoint vouches for is on disk. A crash can only lose a suffix no command reported and no
 //! checkpoint covers, never break the chain (each batch is atomic).
 
+pub mod archive;
+mod calls;
 mod link;
 mod query;
 pub mod record;
@@ -30,9 +35,10 @@ pub mod record;
 mod tests;
 mod verify;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
-use deltafed_protocol::provenance::{Checkpoint, Entry, EntryKind, Evidence};
+use deltafed_protocol::provenance::{CallLog, Checkpoint, Entry, EntryKind, Evidence};
 use deltafed_protocol::roster::Roster;
 use deltafed_protocol::{
     DatasetRef, ExchangeId, Hash, MemberId, OBJECT_VERSION, Object, PublicKey, SecretKey, Signed, Timestamp, cbor,
@@ -41,6 +47,8 @@ use deltafed_protocol::{
 
 use crate::store::{self, Batch, Cf, Store};
 
+pub use archive::{ArchiveError, ArchiveRequest, ArchiveStatus, Archived, ArchivedThrough, SegmentInfo};
+pub use calls::CallView;
 pub use query::{EntryView, Filter, ObjectView};
 
 /// Most witness checkpoints kept per member (see [`Provenance::store_witness`]).
@@ -95,6 +103,10 @@ pub struct Record {
     pub exchange: Option<ExchangeId>,
     pub note: String,
     pub objects: Vec<Evidence>,
+    /// The calls of a batch entry.
+    pub calls: Vec<CallLog>,
+    /// Datasets the calls name besides `dataset`, so the dataset index finds the entry by each.
+    pub also: Vec<DatasetRef>,
 }
 
 /// Where an entry landed: its sequence number and the hash the next entry chains to.
@@ -117,6 +129,13 @@ pub struct Provenance {
     state: Mutex<State>,
     /// Makes the check-then-store of a witness atomic per node.
     witness: Mutex<()>,
+    /// One archive run at a time.
+    archiving: Mutex<()>,
+    /// Verify reads the archive record and the live rows under `read`; an archive commits (moves
+    /// the record and deletes rows) under `write`, so a verify never sees half of it.
+    archive_lock: RwLock<()>,
+    /// `[provenance] archive_dir`: where segments go, and where verify looks for them.
+    archive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -140,6 +159,14 @@ impl Provenance {
             }
             None => true,
         })?;
+        // A log archived up to its head has no rows left: it continues the last archived entry.
+        let archived = archive::read_archived(&store)?;
+        if let Some(a) = &archived {
+            store.set_index_floor(a.seq.saturating_add(1));
+            if head.is_none_or(|h| h.seq < a.seq) {
+                head = Some(Appended { seq: a.seq, hash: a.hash });
+            }
+        }
         let last_checkpoint = store.last(Cf::Checkpoints)?.and_then(|(k, _)| seq_of_key(&k));
         Ok(Provenance {
             store,
@@ -148,6 +175,9 @@ impl Provenance {
             key,
             state: Mutex::new(State { head, last_checkpoint }),
             witness: Mutex::new(()),
+            archiving: Mutex::new(()),
+            archive_lock: RwLock::new(()),
+            archive_dir: None,
         })
     }
 
@@ -369,6 +399,7 @@ impl Provenance {
             note: rec.note,
             objects: rec.objects,
             prev,
+            calls: rec.calls,
         };
         let bytes = signed::encode(&entry).map_err(|source| Error::Encode { seq, source })?;
         // Refused here, not at read time: an entry over the limit would never decode again.
@@ -379,8 +410,14 @@ impl Provenance {
         if let Some(d) = &entry.dataset {
             batch.put(Cf::ProvenanceIndex, index_key(&dataset_prefix(d), seq), Vec::new());
         }
+        for d in &rec.also {
+            batch.put(Cf::ProvenanceIndex, index_key(&dataset_prefix(d), seq), Vec::new());
+        }
         if let Some(p) = &entry.peer {
             batch.put(Cf::ProvenanceIndex, index_key(&peer_prefix(p), seq), Vec::new());
+        }
+        for c in &entry.calls {
+            batch.put(Cf::ProvenanceIndex, index_key(&key_prefix(&c.key), seq), Vec::new());
         }
         batch.put(Cf::ProvenanceIndex, time_key(entry.time, seq), Vec::new());
         batch.put(Cf::Provenance, seq.to_be_bytes(), bytes);
@@ -410,6 +447,25 @@ fn dataset_prefix(d: &DatasetRef) -> Vec<u8> {
     k.extend_from_slice(d.dataset.as_str().as_bytes());
     k.push(0);
     k
+}
+
+/// `k` + the keyed hash of a call's key (see [`audit_hash`]).
+fn key_prefix(h: &Hash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(b'k');
+    k.extend_from_slice(&h.0);
+    k
+}
+
+/// This node's audit key, derived from its secret key: it turns the keys of calls (often
+/// personal identifiers) into the hashes the log keeps, which only this node can compute.
+pub fn audit_key(key: &SecretKey) -> [u8; 32] {
+    blake3::derive_key("deltafed/v1/audit-key", &key.seed())
+}
+
+/// The keyed hash under which the log records (and finds) a call's key.
+pub fn audit_hash(audit_key: &[u8; 32], key: &str) -> Hash {
+    blake3::keyed_hash(audit_key, key.as_bytes()).into()
 }
 
 fn peer_prefix(m: &MemberId) -> Vec<u8> {

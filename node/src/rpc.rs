@@ -3,7 +3,7 @@
 //! handles bytes or refusals by hand. The typed helpers below name the one answer each request
 //! expects; anything else is [`Error::Unexpected`].
 
-use deltafed_protocol::wire::{Delivery, Request, Response, SyncRequest, SyncResponse};
+use deltafed_protocol::wire::{Delivery, Request, Response, SyncRequest, SyncResponse, WireCall};
 use deltafed_protocol::{ExchangeId, MemberId, cbor};
 use libp2p::PeerId;
 
@@ -33,6 +33,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Chunk { .. } => "chunk",
         Request::Query(_) => "query",
         Request::WitnessOf { .. } => "witness-of",
+        Request::Calls { .. } => "calls",
     }
 }
 
@@ -44,6 +45,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Chunk(_) => "chunk",
         Response::Answer { .. } => "answer",
         Response::Witnesses(_) => "witnesses",
+        Response::Answers { .. } => "answers",
         Response::Refused(_) => "refused",
     }
 }
@@ -102,6 +104,20 @@ impl NetHandle {
         }
     }
 
+    /// Sends a signed batch of calls; answers the signed answer, the encoded results and the
+    /// records of each call.
+    pub async fn calls(&self, peer: PeerId, batch: Vec<u8>, calls: Vec<WireCall>) -> Result<Answers, Error> {
+        let req = Request::Calls { batch, calls };
+        match self.call(peer, &req).await? {
+            Response::Answers { answer, results, records } => Ok(Answers {
+                answer,
+                results: results.into_iter().map(|b| b.into_vec()).collect(),
+                records: records.into_iter().map(|b| b.into_vec()).collect(),
+            }),
+            other => Err(unexpected(&req, &other)),
+        }
+    }
+
     /// The checkpoints of `member` that `peer` keeps as a witness.
     pub async fn witnesses_of(&self, peer: PeerId, member: MemberId) -> Result<Vec<Vec<u8>>, Error> {
         let req = Request::WitnessOf { member };
@@ -110,6 +126,13 @@ impl NetHandle {
             other => Err(unexpected(&req, &other)),
         }
     }
+}
+
+/// A provider's answer to a batch of calls, as received (verified by the caller).
+pub struct Answers {
+    pub answer: Vec<u8>,
+    pub results: Vec<Vec<u8>>,
+    pub records: Vec<Vec<u8>>,
 }
 
 fn unexpected(req: &Request, got: &Response) -> Error {

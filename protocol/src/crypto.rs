@@ -128,6 +128,10 @@ pub enum Kind {
     ProvenanceEntry,
     QueryRequest,
     QueryAnswer,
+    Call,
+    CallBatch,
+    CallResult,
+    CallAnswer,
 }
 
 impl Kind {
@@ -148,6 +152,10 @@ impl Kind {
             Kind::ProvenanceEntry => "deltafed/v1/provenance-entry",
             Kind::QueryRequest => "deltafed/v1/query-request",
             Kind::QueryAnswer => "deltafed/v1/query-answer",
+            Kind::Call => "deltafed/v1/call",
+            Kind::CallBatch => "deltafed/v1/call-batch",
+            Kind::CallResult => "deltafed/v1/call-result",
+            Kind::CallAnswer => "deltafed/v1/call-answer",
         }
     }
 
@@ -168,6 +176,10 @@ impl Kind {
             Kind::ProvenanceEntry => "provenance entry",
             Kind::QueryRequest => "query request",
             Kind::QueryAnswer => "query answer",
+            Kind::Call => "call",
+            Kind::CallBatch => "call batch",
+            Kind::CallResult => "call result",
+            Kind::CallAnswer => "call answer",
         }
     }
 }
@@ -215,9 +227,13 @@ impl fmt::Debug for SecretKey {
 impl PublicKey {
     /// Verifies `sig` over `body` as an object of `kind`, with strict (non-malleable) checks.
     pub fn verify(&self, kind: Kind, body: &[u8], sig: &Signature) -> Result<(), Error> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| Error::BadPublicKey(self.to_string()))?;
+        let key = self.decompress()?;
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
         key.verify_strict(&signing_input(kind, body), &sig).map_err(|_| Error::BadSignature { kind: kind.name() })
+    }
+
+    fn decompress(&self) -> Result<VerifyingKey, Error> {
+        VerifyingKey::from_bytes(&self.0).map_err(|_| Error::BadPublicKey(self.to_string()))
     }
 
     /// Whether the bytes are a valid curve point (a usable key).
@@ -226,9 +242,52 @@ impl PublicKey {
     }
 }
 
+/// Member keys decompressed once: decompressing a point costs a good part of a verification, and
+/// the hot paths (sharing calls) verify under the same few keys all day. Bounded: past
+/// [`KeyCache::MAX`] keys it starts over.
+#[derive(Debug, Default)]
+pub struct KeyCache(std::sync::RwLock<std::collections::HashMap<PublicKey, VerifyingKey>>);
+
+impl KeyCache {
+    pub const MAX: usize = 4096;
+
+    /// As [`PublicKey::verify`], with the key's decompressed form kept for next time.
+    pub fn verify(&self, key: &PublicKey, kind: Kind, body: &[u8], sig: &Signature) -> Result<(), Error> {
+        let known = self.0.read().unwrap_or_else(|p| p.into_inner()).get(key).copied();
+        let vk = match known {
+            Some(vk) => vk,
+            None => {
+                let vk = key.decompress()?;
+                let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= Self::MAX {
+                    map.clear();
+                }
+                map.insert(*key, vk);
+                vk
+            }
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+        vk.verify_strict(&signing_input(kind, body), &sig).map_err(|_| Error::BadSignature { kind: kind.name() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_cache_verifies_exactly_as_the_key_does() {
+        let key = SecretKey::from_seed([7; 32]);
+        let cache = KeyCache::default();
+        let sig = key.sign(Kind::CallBatch, b"body");
+        for _ in 0..2 {
+            cache.verify(&key.public(), Kind::CallBatch, b"body", &sig).expect("verifies");
+            assert!(cache.verify(&key.public(), Kind::CallAnswer, b"body", &sig).is_err());
+            assert!(cache.verify(&key.public(), Kind::CallBatch, b"bodY", &sig).is_err());
+        }
+        let bad = PublicKey([0xff; 32]);
+        assert!(cache.verify(&bad, Kind::CallBatch, b"body", &sig).is_err());
+    }
 
     #[test]
     fn signature_for_one_kind_never_verifies_as_another() {

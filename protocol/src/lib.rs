@@ -22,6 +22,8 @@
 //! | [`exchange::FetchRequest`] | requester | one fetch under a grant: nonce, time, resume offset |
 //! | [`exchange::Ticket`] | provider | the exact hash and size about to be sent |
 //! | [`exchange::Receipt`] | requester | what was received |
+//! | [`calls::CallBatch`] | requester | a Merkle root over a batch of sharing calls, one nonce |
+//! | [`calls::CallAnswer`] | provider | a Merkle root over the results of those calls |
 //! | [`provenance::Entry`] | (chained) | one step in a node's append-only log |
 //! | [`provenance::Checkpoint`] | member | a signed log head, kept by peers as a witness |
 //!
@@ -33,11 +35,13 @@
 //! the key of the member the object names as its author.
 
 pub mod access;
+pub mod calls;
 pub mod cbor;
 pub mod crypto;
 pub mod exchange;
 pub mod id;
 pub mod manifest;
+pub mod merkle;
 pub mod provenance;
 pub mod roster;
 pub mod signed;

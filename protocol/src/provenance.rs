@@ -34,6 +34,10 @@ pub enum EntryKind {
     ReceiptReceived,
     QueryServed,
     QueryAnswered,
+    /// A batch of sharing calls answered by this member (the provider).
+    CallsServed,
+    /// A batch of sharing calls this member made and had answered (the requester).
+    CallsAnswered,
 }
 
 impl EntryKind {
@@ -56,6 +60,8 @@ impl EntryKind {
             EntryKind::ReceiptReceived => "receipt-received",
             EntryKind::QueryServed => "query-served",
             EntryKind::QueryAnswered => "query-answered",
+            EntryKind::CallsServed => "calls-served",
+            EntryKind::CallsAnswered => "calls-answered",
         }
     }
 }
@@ -90,6 +96,26 @@ pub struct Entry {
     pub note: String,
     pub objects: Vec<Evidence>,
     pub prev: Hash,
+    /// The calls of a batch entry (`calls-served`, `calls-answered`), in batch order; the
+    /// signed batch and answer are among `objects`. Absent from entries of other kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallLog>,
+}
+
+/// One call of a batch, as a log keeps it: exactly what its inclusion proofs need, and the key
+/// asked only as a keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLog {
+    /// The call's canonical encoding (its leaf in the signed batch).
+    #[serde(with = "serde_bytes")]
+    pub call: Vec<u8>,
+    /// What the provider answered; with the call's leaf hash and salt it rebuilds the result
+    /// leaf (`CallResult { v: 1, call: leaf, salt, outcome }`) under the signed answer.
+    pub outcome: crate::calls::Outcome,
+    /// BLAKE3 keyed with the logging node's audit key over the key asked: the node can find the
+    /// calls for a key, and the log does not hold the identifier.
+    pub key: Hash,
 }
 
 impl Entry {

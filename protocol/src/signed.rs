@@ -144,6 +144,13 @@ impl<T: Object> Signed<T> {
 
     /// Decodes and verifies the signature (not yet the author: see [`Signed::check_signer`]).
     pub fn decode(bytes: &[u8]) -> Result<Signed<T>, Error> {
+        Self::decode_verified_by(bytes, |key, body, sig| key.verify(T::KIND, body, sig))
+    }
+
+    fn decode_verified_by(
+        bytes: &[u8],
+        verify: impl FnOnce(&PublicKey, &[u8], &Signature) -> Result<(), crypto::Error>,
+    ) -> Result<Signed<T>, Error> {
         let kind = T::KIND.name();
         cbor::check_canonical(kind, T::MAX_SIZE, bytes)?;
         let shape = |e: cbor4ii::serde::DecodeError<std::convert::Infallible>| cbor::Error::Shape {
@@ -162,7 +169,7 @@ impl<T: Object> Signed<T> {
         if again != bytes {
             return Err(cbor::Error::NonCanonical { kind }.into());
         }
-        wire.signer.verify(T::KIND, &body_bytes, &wire.sig)?;
+        verify(&wire.signer, &body_bytes, &wire.sig)?;
         Ok(Signed { body: wire.body, signer: wire.signer, sig: wire.sig, bytes: bytes.to_vec() })
     }
 
@@ -218,6 +225,17 @@ impl<T: Authored> Signed<T> {
     /// Decodes, verifies the signature and checks the author against the roster.
     pub fn decode_from_member(bytes: &[u8], roster: &Roster) -> Result<Signed<T>, Error> {
         let signed = Self::decode(bytes)?;
+        signed.check_signer(roster)?;
+        Ok(signed)
+    }
+
+    /// As [`Signed::decode_from_member`], verifying through `keys` (see [`crypto::KeyCache`]).
+    pub fn decode_from_member_cached(
+        bytes: &[u8],
+        roster: &Roster,
+        keys: &crypto::KeyCache,
+    ) -> Result<Signed<T>, Error> {
+        let signed = Self::decode_verified_by(bytes, |key, body, sig| keys.verify(key, T::KIND, body, sig))?;
         signed.check_signer(roster)?;
         Ok(signed)
     }

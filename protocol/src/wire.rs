@@ -34,7 +34,7 @@ fn decode_plain<T: DeserializeOwned>(kind: &'static str, max: usize, bytes: &[u8
 /// Largest gossip message: a roster of a large federation must fit.
 pub const MAX_GOSSIP_SIZE: usize = 256 * 1024;
 /// Largest RPC request.
-pub const MAX_RPC_REQUEST: usize = 64 * 1024;
+pub const MAX_RPC_REQUEST: usize = 512 * 1024;
 /// Largest RPC response; sync pages stay below [`SYNC_PAGE_BYTES`].
 pub const MAX_RPC_RESPONSE: usize = 8 * 1024 * 1024;
 /// Sync responses are cut into pages of about this many bytes.
@@ -122,6 +122,23 @@ pub enum Request {
     WitnessOf {
         member: crate::MemberId,
     },
+    /// A batch of sharing calls: the signed [`crate::calls::CallBatch`] and its calls.
+    Calls {
+        #[serde(with = "serde_bytes")]
+        batch: Vec<u8>,
+        calls: Vec<WireCall>,
+    },
+}
+
+/// One call of a batch as it travels: the call's canonical bytes and, beside it, the key asked
+/// and the salt of the call's commitment to it (which no log keeps).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireCall {
+    #[serde(with = "serde_bytes")]
+    pub call: Vec<u8>,
+    pub key: String,
+    pub key_salt: crate::calls::Salt,
 }
 
 /// Responses of the `/deltafed/rpc/1` protocol.
@@ -147,6 +164,15 @@ pub enum Response {
         records: Vec<u8>,
     },
     Witnesses(Vec<serde_bytes::ByteBuf>),
+    /// The signed [`crate::calls::CallAnswer`], the results (canonical
+    /// [`crate::calls::CallResult`]s, in call order) and the records of each answered call (a
+    /// JSON array, empty for the others).
+    Answers {
+        #[serde(with = "serde_bytes")]
+        answer: Vec<u8>,
+        results: Vec<serde_bytes::ByteBuf>,
+        records: Vec<serde_bytes::ByteBuf>,
+    },
     /// The request was understood and refused, with the reason.
     Refused(String),
 }

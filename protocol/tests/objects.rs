@@ -312,6 +312,7 @@ fn entry_sample() -> Vec<u8> {
             bytes: Signed::sign(grant(), &key(3)).expect("signs").into_bytes(),
         }],
         prev: Hash([0; 32]),
+        calls: Vec::new(),
     };
     signed::encode(&e).expect("encodes")
 }

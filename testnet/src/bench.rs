@@ -7,10 +7,12 @@
 //! raw hashing of the same log, an empty node's start-up) and the ratio between them.
 
 mod bulk;
+mod calls;
 mod ceiling;
 mod cpu;
 mod durability;
 mod footprint;
+mod load;
 mod provenance;
 mod queries;
 mod spread;
@@ -96,6 +98,9 @@ pub fn main() -> Result<()> {
     }
     if want("queries") {
         rows.extend(queries::run(&sizes).context("queries")?);
+    }
+    if want("calls") {
+        rows.extend(calls::run(&sizes).context("sharing calls")?);
     }
     if want("spread") {
         rows.extend(spread::run(&sizes).context("spread")?);

@@ -157,17 +157,48 @@ impl Federation {
         serde_json::from_slice(&out.stdout).with_context(|| format!("{member}: deltafed {args:?} printed no JSON"))
     }
 
-    /// Appends a line to a member's `deltafed.toml` (before it starts), e.g. `serve_rate_limit = 1000`.
-    /// A setting given again replaces the one `init` wrote.
+    /// Sets a top-level line in a member's `deltafed.toml` (before it starts), e.g.
+    /// `serve_rate_limit = 1000`. A setting given again replaces the one `init` wrote.
     pub fn configure(&self, member: &str, line: &str) -> Result<()> {
+        self.configure_in(member, None, line)
+    }
+
+    /// Sets `line` inside `[table]` of a member's `deltafed.toml` (before it starts), e.g.
+    /// `configure_in("zhejiang", Some("gateway"), "listen = \"0.0.0.0:0\"")`; `None` is the top
+    /// level. A setting given again replaces the one there.
+    pub fn configure_in(&self, member: &str, table: Option<&str>, line: &str) -> Result<()> {
         let path = self.data_dir(member).join("deltafed.toml");
         let key = line.split('=').next().unwrap_or_default().trim().to_string();
         let text = std::fs::read_to_string(&path)?;
-        let mut kept: Vec<&str> =
-            text.lines().filter(|l| l.split('=').next().unwrap_or_default().trim() != key).collect();
-        // Top-level keys must come before any [table]; init writes none, so appending is safe.
-        kept.push(line);
-        std::fs::write(&path, kept.join("\n") + "\n")?;
+        let mut out: Vec<String> = Vec::new();
+        let mut current: Option<String> = None;
+        let mut placed = false;
+        let want = table.map(str::to_string);
+        for l in text.lines() {
+            let t = l.trim();
+            if t.starts_with('[') {
+                // Leaving the wanted table: the line goes at its end.
+                if current == want && !placed {
+                    out.push(line.to_string());
+                    placed = true;
+                }
+                current = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            } else if current == want && t.split('=').next().unwrap_or_default().trim() == key {
+                continue;
+            }
+            out.push(l.to_string());
+        }
+        if !placed {
+            if current == want {
+                out.push(line.to_string());
+            } else if let Some(t) = table {
+                out.push(format!("[{t}]"));
+                out.push(line.to_string());
+            } else {
+                bail!("{} has no top level to add {line:?} to", path.display());
+            }
+        }
+        std::fs::write(&path, out.join("\n") + "\n")?;
         Ok(())
     }
 
@@ -176,7 +207,15 @@ impl Federation {
     pub fn unconfigure(&self, member: &str, key: &str) -> Result<()> {
         let path = self.data_dir(member).join("deltafed.toml");
         let text = std::fs::read_to_string(&path)?;
-        let kept: Vec<&str> = text.lines().filter(|l| l.split('=').next().unwrap_or_default().trim() != key).collect();
+        // Only the top level, before the first [table] (`listen` is also a gateway key).
+        let mut top = true;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                top &= !l.trim().starts_with('[');
+                !top || l.split('=').next().unwrap_or_default().trim() != key
+            })
+            .collect();
         if kept.len() == text.lines().count() {
             bail!("{} has no setting {key}", path.display());
         }
@@ -212,14 +251,22 @@ impl Federation {
     /// process's own `DELTAFED_LISTEN` and `DELTAFED_LOG_FORMAT` never reach a node: only the
     /// data dir's config and what is given here apply.
     pub fn start_with_env(&mut self, member: &str, env: &[(&str, &str)]) -> Result<()> {
+        self.start_with(member, env, &[])
+    }
+
+    /// [`Federation::start_with_env`] with these flags given to `deltafed run` as well.
+    pub fn start_with(&mut self, member: &str, env: &[(&str, &str)], flags: &[&str]) -> Result<()> {
         if self.nodes.contains_key(member) {
             bail!("{member} is already running");
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(member))?;
         let child = Command::new(&self.bin)
             .args(["run", "--data-dir", path_str(&self.data_dir(member))?])
+            .args(flags)
             .env("DELTAFED_LOG", "info,deltafed_node=debug,libp2p_gossipsub=warn,libp2p_swarm=warn")
             .env_remove("DELTAFED_LISTEN")
+            .env_remove("DELTAFED_GATEWAY_LISTEN")
+            .env_remove("DELTAFED_METRICS_LISTEN")
             .env_remove("DELTAFED_LOG_FORMAT")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -234,6 +281,41 @@ impl Federation {
             }
             Ok(f.cli(member, &["status", "--json"])?.status.success())
         })
+    }
+
+    /// Runs `deltafed run` for `member`, which must refuse to start: returns what it said on
+    /// stderr. Fails if the node is still running after `timeout` (it is killed then).
+    pub fn start_refused(&self, member: &str, timeout: Duration) -> Result<String> {
+        let mut child = Command::new(&self.bin)
+            .args(["run", "--data-dir", path_str(&self.data_dir(member))?])
+            .env_remove("DELTAFED_LISTEN")
+            .env_remove("DELTAFED_GATEWAY_LISTEN")
+            .env_remove("DELTAFED_METRICS_LISTEN")
+            .env_remove("DELTAFED_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start deltafed run")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err)?;
+                }
+                if status.success() {
+                    bail!("{member} exited 0 instead of refusing to start: {err}");
+                }
+                return Ok(err);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{member} was still running {timeout:?} after it was started; it should have refused");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts every member except `skip` (a member played by a test peer).
@@ -350,6 +432,25 @@ impl Federation {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Where a running member's gateway listens (`status --json`'s `gateway_url`).
+    pub fn gateway_url(&self, member: &str) -> Result<String> {
+        let s = self.json(member, &["status"])?;
+        s["gateway_url"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{member}: status has no gateway_url: {s}"))
+    }
+
+    /// Where a running member serves `/metrics`, `/healthz` and `/readyz` (`status --json`'s
+    /// `metrics_url`).
+    pub fn metrics_url(&self, member: &str) -> Result<String> {
+        let s = self.json(member, &["status"])?;
+        s["metrics_url"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{member}: status has no metrics_url: {s}"))
     }
 
     /// The last lines of a member's log, for failure messages.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use deltafed_protocol::access::{Decision, Outcome};
+use deltafed_protocol::calls::{self, Call, CallBatch, CallResult, Outcome as CallOutcome, Salt};
 use deltafed_protocol::exchange::{FetchRequest, QueryRequest};
 use deltafed_protocol::manifest::Manifest;
 use deltafed_protocol::wire::{self, Delivery, Gossip};
@@ -108,6 +109,46 @@ impl Rogue {
             time: now(),
         };
         self.ask(&wire::Request::Query(Signed::sign(r, &self.key)?.into_bytes()))
+    }
+
+    /// A call as the rogue signs it: `(call bytes, key, key salt)`.
+    fn call(&self, dataset: &str, grant: Option<GrantId>, key: &str) -> Result<wire::WireCall> {
+        let key_salt = Salt(self.nonce().0);
+        let c = Call {
+            v: OBJECT_VERSION,
+            salt: Salt(self.nonce().0),
+            dataset: dataset.parse()?,
+            grant,
+            key: calls::key_commitment(&key_salt, key),
+            app: Some("rogue-app".into()),
+            on_behalf_of: None,
+        };
+        Ok(wire::WireCall { call: deltafed_protocol::signed::encode(&c)?, key: key.into(), key_salt })
+    }
+
+    /// A signed batch over `signed_calls` (its root, count and a fresh nonce) carrying `sent`.
+    fn batch_of(&self, signed_calls: &[wire::WireCall], sent: Vec<wire::WireCall>) -> Result<wire::Request> {
+        let b = CallBatch {
+            v: OBJECT_VERSION,
+            requester: self.name.parse()?,
+            provider: "zhejiang".parse()?,
+            nonce: self.nonce(),
+            time: now(),
+            count: u32::try_from(signed_calls.len())?,
+            root: calls::root_of::<Call>(&signed_calls.iter().map(|c| c.call.clone()).collect::<Vec<_>>()),
+        };
+        Ok(wire::Request::Calls { batch: Signed::sign(b, &self.key)?.into_bytes(), calls: sent })
+    }
+
+    /// Sends `calls` as one honest batch; the outcomes, in order.
+    fn batch(&self, calls: Vec<wire::WireCall>) -> Result<Vec<CallOutcome>> {
+        let req = self.batch_of(&calls, calls.clone())?;
+        match self.ask(&req)? {
+            wire::Response::Answers { results, .. } => {
+                results.iter().map(|r| Ok(deltafed_protocol::signed::decode::<CallResult>(r)?.outcome)).collect()
+            }
+            other => bail!("expected answers, got {other:?}"),
+        }
     }
 
     fn chunk(&self, exchange: ExchangeId, index: u64) -> Result<wire::Response> {
@@ -285,6 +326,64 @@ fn queries_need_the_key_field_granted_and_keep_to_their_budget_over(transport: T
     let view = grants.as_array().and_then(|a| a.iter().find(|g| g["grant_id"] == keyed.to_string()));
     let view = view.context("the keyed grant in `grants`")?;
     assert_eq!((view["max_queries"].as_u64(), view["queries"].as_u64()), (Some(2), Some(2)), "{view}");
+    Ok(())
+}
+
+/// The batched call path decides each call by the same policy: the key field must be granted,
+/// the budget is counted per call, a call's key must match its signed commitment, and the batch
+/// must be signed over exactly the calls it carries, once (its nonce is spent).
+#[test]
+fn each_call_of_a_batch_is_authorized_and_the_batch_is_bound_to_its_calls() -> Result<()> {
+    let fed = federation()?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L", "--key-field", "company_id"])?;
+    let names_only = grant(&fed, "lic", &["--fields", "name"])?;
+    let keyed = grant(&fed, "lic", &["--fields", "company_id,name", "--max-queries", "3"])?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+
+    // One batch: a call under a grant without the key field, four under a budget of three, a
+    // call whose key does not match its commitment, one for a dataset that does not exist.
+    let mut forged = rogue.call("lic", Some(keyed), "91330100A1")?;
+    forged.key = "91330100B2".into();
+    let mut list = vec![rogue.call("lic", Some(names_only), "91330100A1")?];
+    for _ in 0..4 {
+        list.push(rogue.call("lic", Some(keyed), "91330100B2")?);
+    }
+    list.push(forged);
+    list.push(rogue.call("nothing", None, "x")?);
+    let out = rogue.batch(list)?;
+    let reason = |o: &CallOutcome| match o {
+        CallOutcome::Refused { reason } => reason.clone(),
+        other => format!("not refused: {other:?}"),
+    };
+    assert!(reason(&out[0]).contains("key field company_id"), "{:?}", out[0]);
+    for o in &out[1..4] {
+        assert!(matches!(o, CallOutcome::Answered { count: 1, .. }), "within budget: {o:?}");
+    }
+    assert!(reason(&out[4]).contains("allows 3 record queries"), "over budget: {:?}", out[4]);
+    assert!(reason(&out[5]).contains("commitment"), "{:?}", out[5]);
+    assert!(reason(&out[6]).contains("not in the catalog"), "{:?}", out[6]);
+    let grants = fed.json("zhejiang", &["grants"])?;
+    let view = grants.as_array().and_then(|a| a.iter().find(|g| g["grant_id"] == keyed.to_string()));
+    assert_eq!(view.context("the keyed grant")?["queries"].as_u64(), Some(3));
+
+    // A batch whose calls are not the ones signed, or signed for fewer calls, is refused whole.
+    let open = grant(&fed, "lic", &["--fields", "company_id,name"])?;
+    let a = rogue.call("lic", Some(open), "91330100A1")?;
+    let b = rogue.call("lic", Some(open), "91330100B2")?;
+    let r = rogue.ask(&rogue.batch_of(std::slice::from_ref(&a), vec![b.clone()])?)?;
+    assert!(refusal(&r).contains("signed root"), "swapped call: {r:?}");
+    let r = rogue.ask(&rogue.batch_of(std::slice::from_ref(&a), vec![a.clone(), b.clone()])?)?;
+    assert!(refusal(&r).contains("as many as it signs"), "extra call: {r:?}");
+    // The same signed batch twice: the second is a replay.
+    let req = rogue.batch_of(std::slice::from_ref(&a), vec![a.clone()])?;
+    assert!(matches!(rogue.ask(&req)?, wire::Response::Answers { .. }));
+    let r = rogue.ask(&req)?;
+    assert!(refusal(&r).contains("replayed"), "replay: {r:?}");
+    // Revoked: the very next batch is refused per call, with the reason.
+    fed.json("zhejiang", &["revoke", &open.to_string(), "--reason", "case closed"])?;
+    let out = rogue.batch(vec![rogue.call("lic", Some(open), "91330100A1")?])?;
+    assert!(reason(&out[0]).contains("revoked"), "{:?}", out[0]);
     Ok(())
 }
 

@@ -197,8 +197,8 @@ fn a_provider_crash_during_a_burst_of_queries_loses_no_answered_call() -> Result
     fed.start("zhejiang")?;
     verify(&fed, "zhejiang")?;
     verify(&fed, "shanghai")?;
-    let served = notes(&fed, "zhejiang", "query-served")?;
-    let answered = notes(&fed, "shanghai", "query-answered")?;
+    let served = notes(&fed, "zhejiang", "calls-served")?;
+    let answered = notes(&fed, "shanghai", "calls-answered")?;
     let reported = done.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(reported.len() >= 20);
     for d in &reported {

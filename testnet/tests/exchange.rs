@@ -713,6 +713,8 @@ fn provenance_verify_detects_an_altered_entry_and_a_truncated_regrown_log() -> R
                 exchange: None,
                 note: format!("rewritten history {i}"),
                 objects: vec![],
+                calls: vec![],
+                also: vec![],
             })?;
         }
     }

@@ -495,6 +495,19 @@ fn config_is_defaults_then_file_then_environment_and_the_admin_socket_is_private
         "error: environment variable DELTAFED_LOG_FORMAT is invalid: \"yaml\" is not text or json"
     );
 
+    // The gateway's address too: the file's (a free loopback port), or the environment's.
+    let gw_port = free_base_port(1)?;
+    fed.start_with_env("shanghai", &[("DELTAFED_GATEWAY_LISTEN", &format!("127.0.0.1:{gw_port}"))])?;
+    assert_eq!(fed.gateway_url("shanghai")?, format!("http://127.0.0.1:{gw_port}"));
+    assert!(fed.stop("shanghai")?.success(), "shanghai stops cleanly on SIGTERM");
+    let out = std::process::Command::new(deltafed_testnet::binary())
+        .args(["run", "--data-dir", path_str(&fed.data_dir("shanghai"))?])
+        .env("DELTAFED_GATEWAY_LISTEN", "localhost")
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DELTAFED_GATEWAY_LISTEN") && err.contains("127.0.0.1:8480"), "{err}");
+
     // The admin socket of a running node: a socket, mode 0600.
     fed.start("shanghai")?;
     let sock = fed.data_dir("shanghai").join("admin.sock");

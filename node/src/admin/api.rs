@@ -60,19 +60,53 @@ pub enum Request {
         dataset: DatasetRef,
         out: PathBuf,
     },
+    /// Sharing calls for one key (`key`, the original form) or several (`keys`).
     Query {
         dataset: DatasetRef,
-        key: String,
+        #[serde(default)]
+        key: Option<String>,
+        #[serde(default)]
+        keys: Vec<String>,
     },
     Provenance {
         dataset: Option<DatasetRef>,
         peer: Option<MemberId>,
         since: Option<String>,
         limit: Option<usize>,
+        /// The calls made for this key (found by the key's keyed hash).
+        #[serde(default)]
+        key: Option<String>,
     },
     ProvenanceVerify,
     ProvenanceExport {
         out: PathBuf,
+    },
+    /// Move entries older than `before` into sealed segments (`deltafed provenance archive`).
+    ProvenanceArchive {
+        before: String,
+        /// Default: `[provenance] archive_dir`.
+        #[serde(default)]
+        out: Option<PathBuf>,
+    },
+    /// Verify the live log and, before it, every segment in `archive`.
+    ProvenanceVerifyArchive {
+        archive: PathBuf,
+    },
+    /// What is archived, and the segments in the archive directory.
+    ProvenanceArchiveStatus,
+    /// Register a local application of the gateway (`deltafed app add`).
+    AppAdd {
+        app: String,
+        #[serde(default)]
+        datasets: Vec<DatasetRef>,
+        rate: Option<u32>,
+    },
+    AppList,
+    AppRotate {
+        app: String,
+    },
+    AppRemove {
+        app: String,
     },
 }
 
@@ -136,6 +170,17 @@ pub struct Status {
     /// Member ids of connected members.
     pub connected: Vec<String>,
     pub catalog_size: usize,
+    /// Where the application gateway listens, as bound (`http://127.0.0.1:8480`).
+    pub gateway_url: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, as bound (`http://127.0.0.1:9480`).
+    #[serde(default)]
+    pub metrics_url: String,
+    /// RocksDB's block cache and write buffers now, against their `[storage]` bounds (bytes).
+    #[serde(default)]
+    pub storage: Option<crate::store::MemoryUsage>,
+    /// Sharing calls since start: batches and calls sent (requester) and served (provider).
+    #[serde(default)]
+    pub calls: crate::node::CallCounts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,6 +376,7 @@ pub struct Fetched {
     pub resumed_from: u64,
 }
 
+/// The answer for one key (what `deltafed query --json` prints for a single key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryResult {
     pub dataset: String,
@@ -338,10 +384,98 @@ pub struct QueryResult {
     pub exchange_id: String,
     pub fields: Option<Vec<String>>,
     pub records: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The dataset version that answered.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// The answers for several keys: one result per key, in order, each with records or an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryResults {
+    /// `MEMBER/DATASET@VERSION`.
+    pub dataset: String,
+    pub results: Vec<KeyResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyResult {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Exported {
     pub out: String,
     pub entries: u64,
+    /// The first seq exported: 0, or the one after the last archived entry.
+    #[serde(default)]
+    pub first_seq: u64,
+    /// Where the entries before `first_seq` are, as sealed segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_dir: Option<String>,
+}
+
+/// The outcome of `deltafed provenance archive`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchivedView {
+    pub dir: String,
+    /// Entries moved into segments by this run.
+    pub entries: u64,
+    /// The segments written by this run, oldest first.
+    pub segments: Vec<crate::provenance::SegmentInfo>,
+    /// The last archived seq (the live log starts after it), and its hash.
+    pub archived_through: Option<u64>,
+    pub archived_hash: Option<String>,
+    /// Why nothing was archived, when nothing was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nothing: Option<String>,
+}
+
+/// `deltafed provenance` asks this to say what a query of the live log cannot show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArchiveStatusView {
+    /// The directory of the newest segment (before any archive: the configured one).
+    pub dir: Option<String>,
+    pub archived_through: Option<u64>,
+    pub archived_hash: Option<String>,
+    /// The newest segment, which the live log continues.
+    pub newest_segment: Option<String>,
+    /// The latest entry time among the archived entries (RFC 3339).
+    pub archived_until: Option<String>,
+    pub segments: Vec<crate::provenance::SegmentInfo>,
+    /// Segment files that could not be read, each with why.
+    pub unreadable: Vec<String>,
+}
+
+/// A new application, or a new token for one: the token is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppIssued {
+    pub app: String,
+    /// The bearer token; only its hash is kept.
+    pub token: String,
+    pub datasets: Vec<String>,
+    /// Calls per second.
+    pub rate: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppView {
+    pub app: String,
+    pub datasets: Vec<String>,
+    pub rate: u32,
+    pub created: String,
+    /// Calls admitted so far (a key of a records call, a content download, a catalog listing).
+    pub calls: u64,
+    pub last_call: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRemoved {
+    pub app: String,
+    pub removed: bool,
 }

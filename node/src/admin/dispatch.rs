@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::api;
 use crate::access::{Direction, HeldGrant, HeldRequest, Role};
+use crate::apps::{App, Issued};
 use crate::node::{Error, Node, Sent};
 
 fn json<T: Serialize>(v: T) -> Result<serde_json::Value, Error> {
@@ -136,22 +137,92 @@ impl Node {
                     resumed_from: f.resumed_from,
                 })
             }
-            R::Query { dataset, key } => {
-                let a = self.query(dataset, key).await?;
-                let b = a.answer.body();
-                json(api::QueryResult {
-                    dataset: format!("{}/{}", b.provider, b.dataset),
-                    key: a.key,
-                    exchange_id: b.exchange.to_string(),
-                    fields: b.fields.clone(),
-                    records: a.records,
+            R::Query { dataset, key, keys } => {
+                let single = key.is_some() && keys.is_empty();
+                let keys: Vec<String> = key.into_iter().chain(keys).collect();
+                let a = self.calls(dataset, keys, crate::node::Caller::default()).await?;
+                let unversioned = a.dataset.unversioned().to_string();
+                if single {
+                    // One key: the original shape, and a refusal is the command's error.
+                    let Some(r) = a.results.into_iter().next() else {
+                        return Err(crate::node::Error::internal("a query", "no answer for the key"));
+                    };
+                    let records = r.outcome?;
+                    return json(api::QueryResult {
+                        dataset: unversioned,
+                        key: r.key,
+                        exchange_id: r.exchange.map(|x| x.to_string()).unwrap_or_default(),
+                        fields: r.fields,
+                        records,
+                        version: a.dataset.version,
+                    });
+                }
+                json(api::QueryResults {
+                    dataset: a.dataset.to_string(),
+                    results: a
+                        .results
+                        .into_iter()
+                        .map(|r| {
+                            let exchange_id = r.exchange.map(|x| x.to_string());
+                            match r.outcome {
+                                Ok(records) => {
+                                    api::KeyResult { key: r.key, exchange_id, records: Some(records), error: None }
+                                }
+                                Err(e) => api::KeyResult {
+                                    key: r.key,
+                                    exchange_id,
+                                    records: None,
+                                    error: Some(e.to_string()),
+                                },
+                            }
+                        })
+                        .collect(),
                 })
             }
-            R::Provenance { dataset, peer, since, limit } => json(self.provenance_list(dataset, peer, since, limit)?),
+            R::Provenance { dataset, peer, since, limit, key } => {
+                json(self.provenance_list(dataset, peer, since, limit, key)?)
+            }
             R::ProvenanceVerify => json(self.provenance_verify().await?),
             R::ProvenanceExport { out } => {
                 let entries = self.provenance_export(out.clone()).await?;
-                json(api::Exported { out: out.display().to_string(), entries })
+                let archived = self.provenance_archived()?;
+                json(api::Exported {
+                    out: out.display().to_string(),
+                    entries,
+                    first_seq: archived.as_ref().map_or(0, |a| a.seq.saturating_add(1)),
+                    archive_dir: archived.map(|a| a.dir),
+                })
+            }
+            R::ProvenanceArchive { before, out } => {
+                let a = self.provenance_archive(before, out).await?;
+                json(api::ArchivedView {
+                    dir: a.dir.display().to_string(),
+                    entries: a.entries,
+                    segments: a.segments,
+                    archived_through: a.through.as_ref().map(|t| t.seq),
+                    archived_hash: a.through.map(|t| t.hash.to_string()),
+                    nothing: a.nothing,
+                })
+            }
+            R::ProvenanceVerifyArchive { archive } => json(self.provenance_verify_archive(archive).await?),
+            R::ProvenanceArchiveStatus => {
+                let s = self.provenance_archive_status().await?;
+                json(api::ArchiveStatusView {
+                    dir: s.dir.map(|d| d.display().to_string()),
+                    archived_through: s.through.as_ref().map(|t| t.seq),
+                    archived_hash: s.through.as_ref().map(|t| t.hash.to_string()),
+                    newest_segment: s.through.as_ref().map(|t| t.segment.clone()),
+                    archived_until: s.through.map(|t| t.max_time.to_string()),
+                    segments: s.segments,
+                    unreadable: s.unreadable,
+                })
+            }
+            R::AppAdd { app, datasets, rate } => json(app_issued(&self.app_add(app, datasets, rate).await?)),
+            R::AppList => json(self.apps().iter().map(|a| app_view(a)).collect::<Vec<_>>()),
+            R::AppRotate { app } => json(app_issued(&self.app_rotate(&app).await?)),
+            R::AppRemove { app } => {
+                let removed = self.app_remove(&app).await?;
+                json(api::AppRemoved { app: removed.name.clone(), removed: true })
             }
         }
     }
@@ -167,6 +238,10 @@ impl Node {
             listen: net.listen.iter().map(ToString::to_string).collect(),
             connected: net.connected.iter().map(|c| c.member.to_string()).collect(),
             catalog_size: self.catalog(None, None)?.len(),
+            gateway_url: self.gateway_url().to_string(),
+            metrics_url: self.metrics_url().to_string(),
+            storage: self.storage_memory(),
+            calls: self.call_counts(),
         })
     }
 
@@ -182,6 +257,27 @@ impl Node {
                 score: c.score,
             })
             .collect())
+    }
+}
+
+fn app_issued(i: &Issued) -> api::AppIssued {
+    api::AppIssued {
+        app: i.app.name.clone(),
+        token: i.token.clone(),
+        datasets: i.app.datasets.iter().map(ToString::to_string).collect(),
+        rate: i.app.rate,
+    }
+}
+
+fn app_view(a: &App) -> api::AppView {
+    let (calls, last_call) = a.usage();
+    api::AppView {
+        app: a.name.clone(),
+        datasets: a.datasets.iter().map(ToString::to_string).collect(),
+        rate: a.rate,
+        created: a.created.to_string(),
+        calls,
+        last_call: last_call.map(|t| t.to_string()),
     }
 }
 

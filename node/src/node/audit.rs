@@ -1,6 +1,7 @@
 //! Provenance operations of a running node: periodic checkpoints sent to every member (who keep
-//! them as witnesses), listing, verification (including the copies of our checkpoints that peers
-//! hold), and export.
+//! them as witnesses, which we record when they acknowledge), listing, verification (including
+//! the copies of our checkpoints that peers hold), export, and sealed archives (on request, and
+//! by age in the background).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,12 +13,34 @@ use libp2p::PeerId;
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Node, now};
-use crate::provenance::{EntryView, Filter, VerifyReport};
+use crate::provenance::archive::SEGMENT_BYTES;
+use crate::provenance::{
+    ArchiveError, ArchiveRequest, ArchiveStatus, Archived, ArchivedThrough, EntryView, Filter, VerifyReport,
+};
 
 /// How often the log head is checkpointed (when it moved).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// How long sending one checkpoint to every connected member may take in all.
 const CHECKPOINT_SEND_LIMIT: Duration = Duration::from_secs(5);
+/// How often the node looks for entries older than `[provenance] archive_after` (the first
+/// look is at start-up). After the first run, each one moves about an hour of entries.
+const ARCHIVE_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Archives entries older than `[provenance] archive_after`, hourly, off the async threads:
+/// calls keep being served while segments are written. Each run stops at shutdown.
+pub(super) async fn archiving(node: Node, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ARCHIVE_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // Awaited, not raced against shutdown: the run sees the token and stops by itself, and
+        // the node's shutdown then waits for it rather than closing the database under it.
+        node.archive_old(&shutdown).await;
+    }
+}
 
 pub(super) async fn checkpoints(node: Node, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -63,7 +86,14 @@ impl Node {
 
     async fn send_checkpoint(&self, peer: PeerId, cp: &Signed<Checkpoint>) {
         match self.0.net.deliver(peer, Delivery::Checkpoint(cp.as_bytes().to_vec())).await {
-            Ok(()) => {}
+            // The member stored it as our witness: entries up to here may now be archived.
+            Ok(()) => {
+                if let Some(member) = self.member_of_peer(&peer)
+                    && let Err(e) = self.0.provenance.record_witnessed(&member, cp.body().seq)
+                {
+                    tracing::error!(%member, error = %e, "cannot record a witnessed checkpoint");
+                }
+            }
             Err(crate::rpc::Error::Refused(reason)) => tracing::warn!(%peer, %reason, "a peer refused our checkpoint"),
             Err(e) => tracing::debug!(%peer, error = %e, "checkpoint not delivered"),
         }
@@ -75,17 +105,28 @@ impl Node {
         peer: Option<MemberId>,
         since: Option<String>,
         limit: Option<usize>,
+        key: Option<String>,
     ) -> Result<Vec<EntryView>, Error> {
         let since = since
             .map(|s| {
                 Timestamp::parse_at_or_before(&s, now()).map_err(|e| Error::invalid("--since", format!("--since: {e}")))
             })
             .transpose()?;
-        Ok(self.0.provenance.query(&Filter { dataset, peer, since, limit })?)
+        let key = key.map(|k| crate::provenance::audit_hash(&self.0.audit_key, &k));
+        Ok(self.0.provenance.query(&Filter { dataset, peer, since, limit, key })?)
     }
 
     /// Verifies the log, including against the copies of our checkpoints that connected members hold.
     pub async fn provenance_verify(&self) -> Result<VerifyReport, Error> {
+        self.verify_with(None).await
+    }
+
+    /// [`Node::provenance_verify`], and every archived segment in `archive` before the live log.
+    pub async fn provenance_verify_archive(&self, archive: PathBuf) -> Result<VerifyReport, Error> {
+        self.verify_with(Some(archive)).await
+    }
+
+    async fn verify_with(&self, archive: Option<PathBuf>) -> Result<VerifyReport, Error> {
         let me = self.0.member.clone();
         let mut witnessed = Vec::new();
         for peer in self.0.net.connected() {
@@ -101,7 +142,65 @@ impl Node {
             }
         }
         let prov = self.0.provenance.clone();
-        Ok(tokio::task::spawn_blocking(move || prov.verify(&witnessed)).await??)
+        Ok(tokio::task::spawn_blocking(move || match archive {
+            Some(dir) => prov.verify_with_archive(&witnessed, &dir),
+            None => prov.verify(&witnessed),
+        })
+        .await??)
+    }
+
+    /// Moves entries covered by a witnessed checkpoint signed before `before` (RFC 3339, or a
+    /// duration back from now) into sealed segments in `out` (default `[provenance]
+    /// archive_dir`), then removes them from the database.
+    pub async fn provenance_archive(&self, before: String, out: Option<PathBuf>) -> Result<Archived, Error> {
+        let before = Timestamp::parse_at_or_before(&before, now())
+            .map_err(|e| Error::invalid("--before", format!("--before: {e}")))?;
+        let dir = match out {
+            Some(d) => d,
+            None => self.archive_dir()?,
+        };
+        let prov = self.0.provenance.clone();
+        let run = move || {
+            prov.archive(&ArchiveRequest { before, dir: &dir, segment_bytes: SEGMENT_BYTES, cancelled: &|| false })
+        };
+        tokio::task::spawn_blocking(run).await?.map_err(archive_error)
+    }
+
+    /// What is archived and the segments holding it.
+    pub async fn provenance_archive_status(&self) -> Result<ArchiveStatus, Error> {
+        let prov = self.0.provenance.clone();
+        Ok(tokio::task::spawn_blocking(move || prov.archive_status()).await??)
+    }
+
+    /// The archive record the live log starts from, if any.
+    pub fn provenance_archived(&self) -> Result<Option<ArchivedThrough>, Error> {
+        Ok(self.0.provenance.archived()?)
+    }
+
+    fn archive_dir(&self) -> Result<PathBuf, Error> {
+        self.0.provenance.archive_dir().map(PathBuf::from).ok_or_else(|| {
+            Error::internal("archiving the provenance log", "no archive directory is configured".to_string())
+        })
+    }
+
+    /// One background run: entries older than `archive_after`, once witnessed.
+    async fn archive_old(&self, shutdown: &CancellationToken) {
+        let after = u64::try_from(self.0.config.provenance.archive_after.as_millis()).unwrap_or(u64::MAX);
+        let before = Timestamp(now().0.saturating_sub(after));
+        let Ok(dir) = self.archive_dir() else { return };
+        let (prov, token) = (self.0.provenance.clone(), shutdown.clone());
+        let run = move || {
+            let cancelled = || token.is_cancelled();
+            prov.archive(&ArchiveRequest { before, dir: &dir, segment_bytes: SEGMENT_BYTES, cancelled: &cancelled })
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(Ok(a)) if a.entries > 0 => {}
+            Ok(Ok(a)) => tracing::debug!(why = a.nothing.unwrap_or_default(), "nothing to archive"),
+            Ok(Err(ArchiveError::Refused(why))) => tracing::info!(%why, "old provenance entries wait to be archived"),
+            Ok(Err(ArchiveError::Busy | ArchiveError::Cancelled)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot archive the provenance log"),
+            Err(e) => tracing::error!(error = %e, "the archiving task failed"),
+        }
     }
 
     /// Writes the export to `out`; returns the number of entries.
@@ -110,6 +209,15 @@ impl Node {
         tokio::task::spawn_blocking(move || export_to(&prov, &out))
             .await?
             .map_err(|e| Error::internal("exporting the provenance log", e))
+    }
+}
+
+fn archive_error(e: ArchiveError) -> Error {
+    match e {
+        ArchiveError::Refused(why) => Error::refused(why),
+        e @ ArchiveError::Busy => Error::refused(e.to_string()),
+        e @ ArchiveError::Cancelled => Error::Unavailable(e.to_string()),
+        e => Error::internal("archiving the provenance log", e),
     }
 }
 

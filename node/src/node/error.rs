@@ -56,6 +56,17 @@ impl Error {
         }
     }
 
+    /// The same error again, for each of several waiters (an internal fault keeps its text).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Refused(s) => Error::Refused(s.clone()),
+            Error::NotFound(s) => Error::NotFound(s.clone()),
+            Error::Invalid { flag, message } => Error::Invalid { flag, message: message.clone() },
+            Error::Unavailable(s) => Error::Unavailable(s.clone()),
+            Error::Internal { context, source } => Error::Internal { context, source: source.to_string().into() },
+        }
+    }
+
     /// A call to `member` that failed: its refusal keeps its words, prefixed with who said it.
     pub fn from_call(member: &deltafed_protocol::MemberId, e: rpc::Error) -> Error {
         match e {

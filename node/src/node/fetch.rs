@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket};
-use deltafed_protocol::manifest::Manifest;
+use deltafed_protocol::manifest::{Format, Manifest};
 use deltafed_protocol::wire::Delivery;
 use deltafed_protocol::{DatasetRef, Hash, Nonce, OBJECT_VERSION, Signed};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{Error, Node, now, random16};
+use super::{Caller, Error, Node, now, random16};
 use crate::admin::api;
 use crate::exchange::{self, Partial, PartialState};
 use crate::provenance::Record;
@@ -61,6 +61,27 @@ impl Node {
 
     /// `deltafed fetch`.
     pub async fn fetch(
+        &self,
+        target: DatasetRef,
+        out: PathBuf,
+        progress: Option<mpsc::Sender<api::Progress>>,
+    ) -> Result<Fetched, Error> {
+        let (started, peer) = (std::time::Instant::now(), self.peer_label(&target.publisher));
+        let fetched = self.fetch_to_file(target, out, progress).await;
+        // Bad input and unknown datasets asked nothing of the provider: not counted.
+        let outcome = match &fetched {
+            Ok(_) => Some(crate::metrics::FetchOutcome::Ok),
+            Err(Error::Refused(_)) => Some(crate::metrics::FetchOutcome::Refused),
+            Err(Error::Invalid { .. } | Error::NotFound(_)) => None,
+            Err(_) => Some(crate::metrics::FetchOutcome::Failed),
+        };
+        if let Some(outcome) = outcome {
+            self.0.metrics.fetch_received(&peer, outcome, started.elapsed());
+        }
+        fetched
+    }
+
+    async fn fetch_to_file(
         &self,
         target: DatasetRef,
         out: PathBuf,
@@ -180,50 +201,8 @@ impl Node {
         progress: Option<&mpsc::Sender<api::Progress>>,
     ) -> Result<(Signed<FetchRequest>, Signed<Ticket>, Signed<Receipt>), Stop> {
         let me = self.0.member.clone();
-        let req = FetchRequest {
-            v: OBJECT_VERSION,
-            requester: me.clone(),
-            provider: m.publisher.clone(),
-            dataset: m.dataset.clone(),
-            version: Some(m.version),
-            grant,
-            nonce: Nonce(random16().map_err(Stop::Fatal)?),
-            time: now(),
-            offset: state.verified,
-        };
-        let signed_req = Signed::sign(req, &self.0.key).map_err(|e| Stop::Fatal(e.into()))?;
-        let (ticket_bytes, table_bytes) = match self.0.net.fetch(peer, signed_req.as_bytes().to_vec()).await {
-            Ok(answer) => answer,
-            Err(rpc::Error::Unreachable(e)) => return Err(Stop::Retry(e.to_string())),
-            Err(e) => return Err(Stop::Fatal(Error::from_call(&m.publisher, e))),
-        };
-        let ticket = Signed::<Ticket>::decode_from_member(&ticket_bytes, &self.roster().roster)
-            .map_err(|e| Stop::Fatal(Error::refused(format!("bad ticket: {e}"))))?;
+        let (signed_req, ticket, table) = self.request_ticket(peer, m, grant, &state.fields, state.verified).await?;
         let t = ticket.body().clone();
-        let table =
-            exchange::parse_table(&table_bytes).ok_or_else(|| Stop::Fatal(Error::refused("malformed chunk table")))?;
-        let count = Ticket::chunk_count(t.size, t.chunk_size);
-        let consistent = t.request == signed_req.hash()
-            && t.provider == m.publisher
-            && t.requester == me
-            && t.dataset == m.dataset
-            && t.version == m.version
-            && t.offset == state.verified
-            && t.chunk_size == exchange::CHUNK_SIZE
-            && table.len() as u64 == count
-            && Ticket::table_hash(&table) == t.chunks
-            // Exactly the projection the grant imposes, never another.
-            && t.fields == state.fields
-            && (t.fields.is_some() || (t.content_hash == m.content_hash && t.size == m.size))
-            // A projection keeps fewer fields of the same records; re-encoding can lengthen a
-            // value (a JSON number written out), never beyond this bound.
-            && t.size <= max_projection_size(m.size);
-        if !consistent {
-            return Err(Stop::Fatal(Error::refused(format!(
-                "the ticket from {} does not match the request or the manifest; nothing was written",
-                m.publisher
-            ))));
-        }
         if state.verified > 0 && (state.content_hash != t.content_hash.to_string() || state.chunk_size != t.chunk_size)
         {
             // The data changed since the partial download: start over.
@@ -246,7 +225,8 @@ impl Node {
                 format!("cannot write {}: {e}", partial.data.display()),
             ))
         })?;
-        let received = self.receive_chunks(peer, m, &t, &table, state.verified, &writer, out, progress).await;
+        let mut sink = Sink::File { writer: &writer, out };
+        let received = self.receive_chunks(peer, m, &t, &table, state.verified, &mut sink, progress).await;
         // The writer's account of what is durable is the one the resume state keeps.
         let written = writer.finish().await;
         state.verified = written.verified;
@@ -293,8 +273,67 @@ impl Node {
         Ok((signed_req, ticket, receipt))
     }
 
+    /// Signs a fetch request (from `offset`), sends it, and checks the provider's ticket and chunk
+    /// table against the request and the manifest: exactly the projection `fields` the grant
+    /// imposes, never another.
+    async fn request_ticket(
+        &self,
+        peer: libp2p::PeerId,
+        m: &Manifest,
+        grant: Option<deltafed_protocol::GrantId>,
+        fields: &Option<Vec<String>>,
+        offset: u64,
+    ) -> Result<(Signed<FetchRequest>, Signed<Ticket>, Vec<Hash>), Stop> {
+        let me = self.0.member.clone();
+        let req = FetchRequest {
+            v: OBJECT_VERSION,
+            requester: me.clone(),
+            provider: m.publisher.clone(),
+            dataset: m.dataset.clone(),
+            version: Some(m.version),
+            grant,
+            nonce: Nonce(random16().map_err(Stop::Fatal)?),
+            time: now(),
+            offset,
+        };
+        let signed_req = Signed::sign(req, &self.0.key).map_err(|e| Stop::Fatal(e.into()))?;
+        let (ticket_bytes, table_bytes) = match self.0.net.fetch(peer, signed_req.as_bytes().to_vec()).await {
+            Ok(answer) => answer,
+            Err(rpc::Error::Unreachable(e)) => return Err(Stop::Retry(e.to_string())),
+            Err(e) => return Err(Stop::Fatal(Error::from_call(&m.publisher, e))),
+        };
+        let ticket = Signed::<Ticket>::decode_from_member(&ticket_bytes, &self.roster().roster)
+            .map_err(|e| Stop::Fatal(Error::refused(format!("bad ticket: {e}"))))?;
+        let t = ticket.body();
+        let table =
+            exchange::parse_table(&table_bytes).ok_or_else(|| Stop::Fatal(Error::refused("malformed chunk table")))?;
+        let count = Ticket::chunk_count(t.size, t.chunk_size);
+        let consistent = t.request == signed_req.hash()
+            && t.provider == m.publisher
+            && t.requester == me
+            && t.dataset == m.dataset
+            && t.version == m.version
+            && t.offset == offset
+            && t.chunk_size == exchange::CHUNK_SIZE
+            && table.len() as u64 == count
+            && Ticket::table_hash(&table) == t.chunks
+            // Exactly the projection the grant imposes, never another.
+            && &t.fields == fields
+            && (t.fields.is_some() || (t.content_hash == m.content_hash && t.size == m.size))
+            // A projection keeps fewer fields of the same records; re-encoding can lengthen a
+            // value (a JSON number written out), never beyond this bound.
+            && t.size <= max_projection_size(m.size);
+        if !consistent {
+            return Err(Stop::Fatal(Error::refused(format!(
+                "the ticket from {} does not match the request or the manifest; nothing was written",
+                m.publisher
+            ))));
+        }
+        Ok((signed_req, ticket, table))
+    }
+
     /// Asks for chunks `from/chunk_size..` with a window in flight, checks each against the
-    /// table, and queues it for the writer. Returns when every chunk is queued.
+    /// table, and hands it to the sink. Returns when every chunk is handed over.
     #[allow(clippy::too_many_arguments)]
     async fn receive_chunks(
         &self,
@@ -303,8 +342,7 @@ impl Node {
         t: &Ticket,
         table: &[Hash],
         from: u64,
-        writer: &exchange::Writer,
-        out: &std::path::Path,
+        sink: &mut Sink<'_>,
         progress: Option<&mpsc::Sender<api::Progress>>,
     ) -> Result<(), Stop> {
         let count = table.len() as u64;
@@ -329,9 +367,9 @@ impl Node {
                 }
                 Err(rpc::Error::Refused(reason)) => {
                     return Err(Stop::Fatal(Error::refused(format!(
-                        "{} stopped the transfer: {reason}; nothing was written to {}",
+                        "{} stopped the transfer: {reason}; {}",
                         m.publisher,
-                        out.display()
+                        sink.nothing_unverified()
                     ))));
                 }
                 Err(e) => return Err(Stop::Fatal(Error::from_call(&m.publisher, e))),
@@ -340,19 +378,211 @@ impl Node {
             let length = t.size.saturating_sub(index * u64::from(t.chunk_size)).min(u64::from(t.chunk_size));
             if chunk.len() as u64 != length || Hash::of(&chunk) != expected {
                 return Err(Stop::Fatal(Error::refused(format!(
-                    "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); nothing was written to {}",
+                    "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); {}",
                     t.exchange,
-                    out.display()
+                    sink.nothing_unverified()
                 ))));
             }
             done += chunk.len() as u64;
-            if !writer.write(chunk).await {
+            self.0.metrics.chunk_received(m.publisher.as_str(), chunk.len());
+            if !sink.put(chunk, index + 1 == count).await? {
                 // The writer stopped on a disk error; `finish` reports it.
                 return Ok(());
             }
             index += 1;
             if let Some(p) = progress {
                 let _ = p.try_send(api::Progress { done, total: t.size });
+            }
+        }
+    }
+
+    /// Fetches `target` for a local application (the gateway's content route): the ticket is
+    /// checked before this returns, and the chunks come on [`Streaming::chunks`] as each is
+    /// verified; the last one only once the whole content matched the ticket's hash. A failure
+    /// ends the channel with an error, after which nothing more arrives. The caller spawns
+    /// [`Streaming::pump`], which pulls the chunks, and closes the exchange with a signed
+    /// receipt when the application has taken them all.
+    pub async fn fetch_stream(&self, target: DatasetRef, caller: Caller) -> Result<Streaming, Error> {
+        let provider = target.publisher.clone();
+        if provider == self.0.member {
+            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
+        }
+        let m = self.manifest_for(&target)?;
+        let grant = self.grant_for(&m)?;
+        let grant_id = grant.as_ref().map(|g| g.grant.body().id);
+        let fields = grant.as_ref().and_then(|g| g.grant.body().fields.clone());
+        let peer = self
+            .peer_of_member(&provider)
+            .ok_or_else(|| Error::not_found(format!("{provider} is not in the roster")))?;
+        if !self.0.net.wait_connected(peer, STREAM_CONNECT_WAIT).await {
+            return Err(Error::Unavailable(format!("{provider} is not connected; try again later")));
+        }
+        let (request, ticket, table) = match self.request_ticket(peer, &m, grant_id, &fields, 0).await {
+            Ok(answer) => answer,
+            Err(Stop::Retry(why)) => return Err(Error::Unavailable(format!("{provider} did not answer: {why}"))),
+            Err(Stop::Fatal(e)) => {
+                self.record_or_log(Record::failed::<FetchRequest>(
+                    "fetch failed:",
+                    &provider,
+                    m.dataset_ref(),
+                    &e.to_string(),
+                    None,
+                ));
+                return Err(e);
+            }
+        };
+        let t = ticket.body().clone();
+        if t.size == 0 && t.content_hash != Hash::of(&[]) {
+            return Err(Error::refused(format!("the ticket from {provider} announces no bytes but another hash")));
+        }
+        let format = m.format;
+        let (tx, chunks) = mpsc::channel(STREAM_BUFFER);
+        let node = self.clone();
+        let pump = Box::pin(async move {
+            node.pump(peer, m, grant_id, request, ticket, table, tx, caller).await;
+        });
+        Ok(Streaming {
+            dataset: DatasetRef { publisher: t.provider, dataset: t.dataset, version: Some(t.version) },
+            format,
+            size: t.size,
+            content_hash: t.content_hash,
+            fields: t.fields,
+            chunks,
+            pump,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pump(
+        &self,
+        peer: libp2p::PeerId,
+        m: Manifest,
+        grant: Option<deltafed_protocol::GrantId>,
+        request: Signed<FetchRequest>,
+        ticket: Signed<Ticket>,
+        table: Vec<Hash>,
+        tx: mpsc::Sender<Result<bytes::Bytes, Error>>,
+        caller: Caller,
+    ) {
+        let t = ticket.body().clone();
+        let mut sink = Sink::Stream { tx: &tx, hasher: Box::default(), expect: t.content_hash };
+        let received = match self.receive_chunks(peer, &m, &t, &table, 0, &mut sink, None).await {
+            Ok(()) => Ok(()),
+            Err(Stop::Fatal(e)) => Err(e),
+            Err(Stop::Retry(why)) => Err(Error::Unavailable(format!(
+                "the transfer from {} broke off: {why}; nothing unverified was sent",
+                m.publisher
+            ))),
+        };
+        let app = caller.app.as_deref().unwrap_or("unnamed");
+        if let Err(e) = received {
+            tracing::info!(exchange = %t.exchange, app, error = %e, "content stream stopped");
+            self.record_or_log(Record::failed(
+                "fetch failed:",
+                &m.publisher,
+                m.dataset_ref(),
+                &e.to_string(),
+                Some(&request),
+            ));
+            // The application sees the response break off (it may already have gone).
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        let receipt = Receipt {
+            v: OBJECT_VERSION,
+            exchange: t.exchange,
+            requester: self.0.member.clone(),
+            provider: m.publisher.clone(),
+            content_hash: t.content_hash,
+            bytes: t.size,
+            time: now(),
+        };
+        let receipt = match Signed::sign(receipt, &self.0.key) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign a receipt");
+                return;
+            }
+        };
+        let to = std::path::PathBuf::from(format!("the gateway (application {app})"));
+        if let Err(e) = self
+            .commit_and_deliver(
+                |_| Ok(None),
+                Record::exchange_received(&request, &ticket, &receipt, &to),
+                &m.publisher,
+                Delivery::Receipt(receipt.as_bytes().to_vec()),
+            )
+            .await
+        {
+            tracing::error!(exchange = %t.exchange, error = %e, "cannot record a streamed fetch");
+        }
+        if let Some(g) = grant {
+            let _ = self.0.access.count_received(&g);
+        }
+        tracing::info!(exchange = %t.exchange, bytes = t.size, app, "streamed and verified");
+    }
+}
+
+/// How long a stream waits for the provider to be connected before answering unavailable.
+const STREAM_CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// Verified chunks waiting for the application to take them.
+const STREAM_BUFFER: usize = 2;
+/// How long a chunk waits for the application to take it before the stream is given up.
+const STREAM_STALL: Duration = Duration::from_secs(60);
+
+/// A dataset being fetched for a local application; see [`Node::fetch_stream`].
+pub struct Streaming {
+    /// With the version being sent.
+    pub dataset: DatasetRef,
+    pub format: Format,
+    /// Bytes that will be sent (the granted projection's length).
+    pub size: u64,
+    /// The hash of exactly those bytes, as the provider's ticket signs it.
+    pub content_hash: Hash,
+    pub fields: Option<Vec<String>>,
+    /// Verified chunks in order; an `Err` ends the stream, before the data is complete.
+    pub chunks: mpsc::Receiver<Result<bytes::Bytes, Error>>,
+    /// Pulls the chunks; the caller spawns it.
+    pub pump: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// Where verified chunks go.
+enum Sink<'a> {
+    /// The partial file of a fetch; its writer thread hashes the whole and syncs.
+    File { writer: &'a exchange::Writer, out: &'a std::path::Path },
+    /// A local application's response; the whole hash is checked before the last chunk leaves.
+    Stream { tx: &'a mpsc::Sender<Result<bytes::Bytes, Error>>, hasher: Box<blake3::Hasher>, expect: Hash },
+}
+
+impl Sink<'_> {
+    /// How a refusal ends, saying what became of the data.
+    fn nothing_unverified(&self) -> String {
+        match self {
+            Sink::File { out, .. } => format!("nothing was written to {}", out.display()),
+            Sink::Stream { .. } => "nothing unverified was sent".into(),
+        }
+    }
+
+    /// Hands over one verified chunk (`last`: the final one). `Ok(false)`: the file writer
+    /// stopped (its error is reported by `finish`).
+    async fn put(&mut self, chunk: Vec<u8>, last: bool) -> Result<bool, Stop> {
+        match self {
+            Sink::File { writer, .. } => Ok(writer.write(chunk).await),
+            Sink::Stream { tx, hasher, expect } => {
+                hasher.update(&chunk);
+                if last && Hash::from(hasher.finalize()) != *expect {
+                    return Err(Stop::Fatal(Error::refused(format!(
+                        "the data does not match the ticket's hash {expect}; nothing unverified was sent"
+                    ))));
+                }
+                match tokio::time::timeout(STREAM_STALL, tx.send(Ok(chunk.into()))).await {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(_)) => Err(Stop::Fatal(Error::Unavailable("the application closed the connection".into()))),
+                    Err(_) => Err(Stop::Fatal(Error::Unavailable(format!(
+                        "the application took no data for {}s",
+                        STREAM_STALL.as_secs()
+                    )))),
+                }
             }
         }
     }

@@ -1,10 +1,11 @@
-//! Record queries, both sides: "the records with this key", authorized, signed and logged like a
-//! fetch, answered from the key index built at publish time. Only the granted fields are
-//! returned, and a projected grant must include the key field (policy::may_query).
+//! Single record queries, provider side: one signed request per key, the protocol of the first
+//! release, still answered for members that have not moved to the batched call path
+//! (`calls.rs`, which this node itself uses for `deltafed query` and the gateway). Decided by
+//! the same `authorize` and `policy::may_query` as a batch's calls.
 
 use deltafed_protocol::exchange::{QueryAnswer, QueryRequest};
 use deltafed_protocol::wire;
-use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed};
+use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, OBJECT_VERSION, Signed};
 
 use super::serve::Refused;
 use super::{Error, Node, now, random16};
@@ -13,13 +14,6 @@ use crate::provenance::Record;
 
 /// Most records one answer carries.
 pub const MAX_RECORDS: usize = 1000;
-
-/// The records a provider answered with, verified against its signed answer.
-pub struct Answered {
-    pub answer: Signed<QueryAnswer>,
-    pub key: String,
-    pub records: Vec<serde_json::Map<String, serde_json::Value>>,
-}
 
 impl Node {
     pub(super) async fn serve_query(&self, from: &MemberId, bytes: &[u8]) -> wire::Response {
@@ -73,78 +67,5 @@ impl Node {
         // The nonce, the count and the record are durable before the answer leaves.
         self.0.durable.sync().await.map_err(|e| fail(e.into()))?;
         Ok(wire::Response::Answer { answer: signed.into_bytes(), records: records_bytes })
-    }
-
-    /// `deltafed query`: the requester's side.
-    pub async fn query(&self, target: DatasetRef, key: String) -> Result<Answered, Error> {
-        let provider = target.publisher.clone();
-        if provider == self.0.member {
-            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
-        }
-        let m = self.manifest_for(&target.unversioned())?;
-        let grant = self.grant_for(&m)?;
-        if let Some(g) = &grant {
-            policy::may_query(&m, g.grant.body().fields.as_deref())?;
-            policy::query_budget(g.grant.body(), g.queries)?;
-        } else {
-            policy::may_query(&m, None)?;
-        }
-        let peer = self
-            .peer_of_member(&provider)
-            .ok_or_else(|| Error::not_found(format!("{provider} is not in the roster")))?;
-        let req = QueryRequest {
-            v: OBJECT_VERSION,
-            requester: self.0.member.clone(),
-            provider: provider.clone(),
-            dataset: m.dataset.clone(),
-            grant: grant.as_ref().map(|g| g.grant.body().id),
-            key: key.clone(),
-            nonce: Nonce(random16()?),
-            time: now(),
-        };
-        let signed = Signed::sign(req, &self.0.key)?;
-        let (answer_bytes, records_bytes) = match self.0.net.query(peer, signed.as_bytes().to_vec()).await {
-            Ok(a) => a,
-            Err(e) => {
-                let e = Error::from_call(&provider, e);
-                if let Error::Refused(reason) = &e {
-                    self.record_or_log(Record::failed(
-                        "query refused:",
-                        &provider,
-                        m.dataset_ref(),
-                        reason,
-                        Some(&signed),
-                    ));
-                }
-                return Err(e);
-            }
-        };
-        let mismatch = || Error::refused(format!("the answer from {provider} does not match the query or its records"));
-        let a = Signed::<QueryAnswer>::decode_from_member(&answer_bytes, &self.roster().roster)
-            .map_err(|e| Error::refused(format!("bad answer from {provider}: {e}")))?;
-        let ab = a.body();
-        if ab.request != signed.hash()
-            || ab.records != Hash::of(&records_bytes)
-            || ab.requester != self.0.member
-            || ab.provider != provider
-        {
-            return Err(mismatch());
-        }
-        let records: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&records_bytes)
-            .map_err(|e| Error::refused(format!("the records from {provider} are not JSON objects: {e}")))?;
-        if records.len() as u64 != ab.count {
-            return Err(Error::refused(format!(
-                "the answer from {provider} announces {} records but carries {}",
-                ab.count,
-                records.len()
-            )));
-        }
-        self.record(Record::query_answered(&signed, &a))?;
-        if let Some(g) = &grant {
-            // The grantee counts too, so `deltafed grants` shows use on both sides.
-            let _ = self.0.access.count_query(&g.grant.body().id)?;
-        }
-        self.0.durable.sync().await?;
-        Ok(Answered { answer: a, key, records })
     }
 }

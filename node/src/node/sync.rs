@@ -117,7 +117,7 @@ impl Node {
         let already = self
             .0
             .provenance
-            .query(&provenance::Filter { dataset: None, peer: None, since: None, limit: Some(1) })
+            .query(&provenance::Filter { limit: Some(1), ..Default::default() })
             .ok()
             .and_then(|v| v.into_iter().next())
             .is_some_and(|e| e.kind == "roster-installed" && e.note == note);

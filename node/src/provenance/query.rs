@@ -28,6 +28,9 @@ pub struct EntryView {
     pub prev: String,
     pub note: String,
     pub objects: Vec<ObjectView>,
+    /// The calls of a batch entry, each with its inclusion proofs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<super::calls::CallView>,
     /// Export only: the entry's exact canonical encoding, hex, from which `hash` is recomputed
     /// (docs/audit.md says how).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,16 +56,19 @@ pub struct Filter {
     /// Entries whose time is at or after this.
     pub since: Option<Timestamp>,
     pub limit: Option<usize>,
+    /// Batch entries with a call whose key has this keyed hash ([`super::audit_hash`]).
+    pub key: Option<Hash>,
 }
 
 impl Filter {
-    fn matches(&self, e: &Entry) -> bool {
+    pub(super) fn matches(&self, e: &Entry) -> bool {
         let dataset_ok = self.dataset.as_ref().is_none_or(|want| {
             e.dataset.as_ref().is_some_and(|d| d.publisher == want.publisher && d.dataset == want.dataset)
         });
         let peer_ok = self.peer.as_ref().is_none_or(|want| e.peer.as_ref() == Some(want));
         let since_ok = self.since.is_none_or(|since| e.time >= since);
-        dataset_ok && peer_ok && since_ok
+        let key_ok = self.key.is_none_or(|k| e.calls.iter().any(|c| c.key == k));
+        dataset_ok && peer_ok && since_ok && key_ok
     }
 }
 
@@ -110,7 +116,13 @@ impl Provenance {
                 false
             }
         };
-        match f.dataset.as_ref().map(dataset_prefix).or_else(|| f.peer.as_ref().map(peer_prefix)) {
+        let by_index = f
+            .key
+            .as_ref()
+            .map(super::key_prefix)
+            .or_else(|| f.dataset.as_ref().map(dataset_prefix))
+            .or_else(|| f.peer.as_ref().map(peer_prefix));
+        match by_index {
             Some(prefix) => {
                 let upper = prefix_end(&prefix);
                 self.store.visit_range_rev(Cf::ProvenanceIndex, &prefix, upper.as_deref(), |k, _| {
@@ -187,7 +199,7 @@ impl Provenance {
 }
 
 /// Full canonical decode, checking that the entry sits under its own seq.
-fn decode_entry(seq: u64, bytes: &[u8]) -> Result<Entry, Error> {
+pub(super) fn decode_entry(seq: u64, bytes: &[u8]) -> Result<Entry, Error> {
     let e: Entry = signed::decode(bytes).map_err(|source| Error::Decode { seq, source })?;
     if e.seq != seq {
         return Err(Error::Misplaced { key: seq, found: e.seq });
@@ -195,7 +207,7 @@ fn decode_entry(seq: u64, bytes: &[u8]) -> Result<Entry, Error> {
     Ok(e)
 }
 
-fn view(e: Entry, bytes: &[u8]) -> EntryView {
+pub(super) fn view(e: Entry, bytes: &[u8]) -> EntryView {
     EntryView {
         seq: e.seq,
         time: e.time.to_string(),
@@ -207,6 +219,7 @@ fn view(e: Entry, bytes: &[u8]) -> EntryView {
         hash: Entry::hash_of_encoding(bytes).to_string(),
         prev: e.prev.to_string(),
         note: e.note,
+        calls: super::calls::views(&e.calls),
         objects: e
             .objects
             .into_iter()

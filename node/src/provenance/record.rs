@@ -4,10 +4,11 @@
 
 use std::time::SystemTime;
 
-use deltafed_protocol::access::{AccessRequest, Decision, Grant, Outcome, Revocation};
+use deltafed_protocol::access::{AccessRequest, Decision, Grant, Outcome as DecisionOutcome, Revocation};
+use deltafed_protocol::calls::{CallAnswer, CallBatch, Outcome};
 use deltafed_protocol::exchange::{FetchRequest, QueryAnswer, QueryRequest, Receipt, Ticket};
 use deltafed_protocol::manifest::{Manifest, Withdrawal};
-use deltafed_protocol::provenance::{EntryKind, Evidence};
+use deltafed_protocol::provenance::{CallLog, EntryKind, Evidence};
 use deltafed_protocol::roster::SignedRoster;
 use deltafed_protocol::{DatasetRef, ExchangeId, GrantId, Hash, MemberId, Object, Signed, Timestamp};
 
@@ -55,14 +56,24 @@ fn describe_request(r: &AccessRequest) -> String {
 
 fn describe_outcome(d: &Decision) -> String {
     match &d.outcome {
-        Outcome::Approved { grant } => format!("request {} approved: grant {grant}", d.request),
-        Outcome::Denied { reason } => format!("request {} denied: {reason}", d.request),
+        DecisionOutcome::Approved { grant } => format!("request {} approved: grant {grant}", d.request),
+        DecisionOutcome::Denied { reason } => format!("request {} denied: {reason}", d.request),
     }
 }
 
 impl Record {
     fn step(kind: EntryKind, dataset: Option<DatasetRef>, peer: Option<MemberId>, note: String) -> Record {
-        Record { time: now(), kind, dataset, peer, exchange: None, note, objects: Vec::new() }
+        Record {
+            time: now(),
+            kind,
+            dataset,
+            peer,
+            exchange: None,
+            note,
+            objects: Vec::new(),
+            calls: Vec::new(),
+            also: Vec::new(),
+        }
     }
 
     fn with(mut self, e: Evidence) -> Record {
@@ -267,6 +278,50 @@ impl Record {
             .in_exchange(a.exchange)
             .with(evidence(req))
             .with(evidence(answer))
+    }
+
+    /// The provider answered a batch of calls (`calls` in batch order, key hashes already
+    /// keyed with the audit key). `datasets`: those the calls named.
+    pub fn calls_served(
+        batch: &Signed<CallBatch>,
+        answer: &Signed<CallAnswer>,
+        calls: Vec<CallLog>,
+        datasets: Vec<DatasetRef>,
+    ) -> Record {
+        let a = answer.body();
+        Record::calls(EntryKind::CallsServed, a.requester.clone(), batch, answer, calls, datasets)
+    }
+
+    /// The requester had a batch of its calls answered.
+    pub fn calls_answered(
+        batch: &Signed<CallBatch>,
+        answer: &Signed<CallAnswer>,
+        calls: Vec<CallLog>,
+        datasets: Vec<DatasetRef>,
+    ) -> Record {
+        let a = answer.body();
+        Record::calls(EntryKind::CallsAnswered, a.provider.clone(), batch, answer, calls, datasets)
+    }
+
+    fn calls(
+        kind: EntryKind,
+        peer: MemberId,
+        batch: &Signed<CallBatch>,
+        answer: &Signed<CallAnswer>,
+        calls: Vec<CallLog>,
+        mut datasets: Vec<DatasetRef>,
+    ) -> Record {
+        let answered = calls.iter().filter(|c| matches!(c.outcome, Outcome::Answered { .. })).count();
+        // Short: the note is paid for once per batch, the calls say the rest.
+        let note = format!("{} call(s), {answered} answered", calls.len());
+        let first = if datasets.is_empty() { None } else { Some(datasets.remove(0)) };
+        let mut rec = Record::step(kind, first, Some(peer), note)
+            .in_exchange(answer.body().exchange)
+            .with(evidence(batch))
+            .with(evidence(answer));
+        rec.calls = calls;
+        rec.also = datasets;
+        rec
     }
 
     pub fn query_answered(req: &Signed<QueryRequest>, answer: &Signed<QueryAnswer>) -> Record {

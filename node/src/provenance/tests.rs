@@ -33,6 +33,8 @@ fn rec(i: u64) -> Record {
         exchange: Some(ExchangeId([(i % 251) as u8; 16])),
         note: format!("step {i:06}"),
         objects: vec![Evidence { kind: "ticket".to_string(), bytes: vec![1, 2, 3, (i % 256) as u8] }],
+        calls: Vec::new(),
+        also: Vec::new(),
     }
 }
 

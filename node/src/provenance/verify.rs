@@ -8,11 +8,13 @@
 //! goes by, so they cost nothing per entry. Problems are collected, not returned as errors: an
 //! auditor wants to see every place the log breaks, each named by seq.
 
+use std::path::Path;
 use std::sync::mpsc;
 
 use deltafed_protocol::provenance::{Checkpoint, Entry};
 use deltafed_protocol::{Hash, OBJECT_VERSION, Object, PublicKey, Signed, Timestamp};
 
+use super::archive::{self, ArchivedThrough};
 use super::{Error, Provenance, link, seq_of_key};
 use crate::store::Cf;
 
@@ -30,6 +32,22 @@ pub struct VerifyReport {
     pub witnesses_checked: u64,
     /// Where the log breaks, one sentence each, in log order as far as possible.
     pub problems: Vec<String>,
+    /// The last archived seq: the live log starts after it, continuing the newest segment.
+    #[serde(default)]
+    pub archived_through: Option<u64>,
+    /// The newest archived segment (file name), which the live log continues.
+    #[serde(default)]
+    pub archive_segment: Option<String>,
+    /// Segment files whose entries were checked (`verify --archive DIR`).
+    #[serde(default)]
+    pub segments_checked: u64,
+    /// Entries checked in those segments.
+    #[serde(default)]
+    pub archived_entries: u64,
+    /// Checkpoints (own or witnessed) that cover only archived entries and were not compared
+    /// with them: without `--archive DIR` only the live log is read.
+    #[serde(default)]
+    pub archived_claims_unchecked: u64,
 }
 
 /// Past this many, problems are counted rather than listed: a log rewritten from some point on
@@ -37,13 +55,13 @@ pub struct VerifyReport {
 const MAX_PROBLEMS: usize = 100;
 
 #[derive(Default)]
-struct Problems {
+pub(super) struct Problems {
     list: Vec<String>,
     more: u64,
 }
 
 impl Problems {
-    fn push(&mut self, p: String) {
+    pub(super) fn push(&mut self, p: String) {
         if self.list.len() < MAX_PROBLEMS {
             self.list.push(p);
         } else {
@@ -79,13 +97,37 @@ impl Claim {
 }
 
 impl Provenance {
-    /// Whole chain: every entry decodes, seq is contiguous from 0, prev links hold, and the log
+    /// Whole chain: every entry decodes, seq is contiguous from 0 (or from the last archived
+    /// entry, whose hash the first live entry's prev must be), prev links hold, and the log
     /// still contains (same hash at same seq) every own checkpoint and every checkpoint in
     /// `witnessed` (copies of our checkpoints that peers hold, fetched by the caller). A
     /// checkpoint must name this member and carry its key: ours if we hold it, the one given to
     /// [`Provenance::with_signer`], or else the key of the first checkpoint seen (offline and
     /// without a roster, only consistency can be checked).
+    ///
+    /// When part of the log is archived, the newest segment (in the directory it was written
+    /// to, else [`Provenance::with_archive_dir`]'s) must be the one the log records: same last
+    /// entry and hash, same file hash, its checkpoint signed by the member and naming that
+    /// entry. The older segments are read only by [`Provenance::verify_with_archive`].
     pub fn verify(&self, witnessed: &[Signed<Checkpoint>]) -> Result<VerifyReport, Error> {
+        self.verify_inner(witnessed, None)
+    }
+
+    /// [`Provenance::verify`], and before the live log every segment in `dir`, in order: each
+    /// one's entries chain, its header agrees with them, its checkpoint is the member's and
+    /// covers its last entry, it names the hash of the segment file before it, and no seq is
+    /// missing between them; checkpoints that cover archived entries are compared with them.
+    pub fn verify_with_archive(&self, witnessed: &[Signed<Checkpoint>], dir: &Path) -> Result<VerifyReport, Error> {
+        self.verify_inner(witnessed, Some(dir))
+    }
+
+    fn verify_inner(
+        &self,
+        witnessed: &[Signed<Checkpoint>],
+        archive_dir: Option<&Path>,
+    ) -> Result<VerifyReport, Error> {
+        // An archive committing meanwhile would move entries out from under the walk.
+        let _consistent = self.archive_lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut problems = Problems::default();
         // Checkpoints are read before the log: the log iterator's snapshot is taken later, so it
         // contains every head these name (appends during verify cannot create false alarms).
@@ -113,7 +155,50 @@ impl Provenance {
             }
         }
         claims.sort_by_key(|c| c.seq);
-        let (entries, head) = self.walk(&claims, &mut problems)?;
+        let archived = self.archived()?;
+        if archive_dir.is_none()
+            && let Some(a) = &archived
+        {
+            self.check_newest_segment(a, signer.as_ref(), &mut problems);
+        }
+        let mut walker = Walker::new(&claims, &mut problems);
+        let mut segments = archive::ChainEnd::default();
+        if let Some(dir) = archive_dir {
+            segments = archive::walk_segments(dir, &self.member, signer.as_ref(), &mut walker);
+            match (&archived, &segments.last) {
+                (Some(a), Some(end)) if end.seq == a.seq && end.hash == a.hash && end.name == a.segment => {}
+                (Some(a), Some(end)) => walker.problem(format!(
+                    "the live log continues segment {} (entries up to {}, hash {}), but the newest segment in {} is {} (up to {}, hash {}){}",
+                    a.segment,
+                    a.seq,
+                    a.hash,
+                    dir.display(),
+                    end.name,
+                    end.seq,
+                    end.hash,
+                    if end.seq < a.seq { ": newer segments are missing" } else { "" }
+                )),
+                (Some(a), None) => walker.problem(format!(
+                    "the live log continues segment {} (entries up to {}), but {} holds no segments",
+                    a.segment,
+                    a.seq,
+                    dir.display()
+                )),
+                (None, Some(end)) => walker.problem(format!(
+                    "{} holds segments up to entry {} ({}), but this log records no archive",
+                    dir.display(),
+                    end.seq,
+                    end.name
+                )),
+                (None, None) => {}
+            }
+        }
+        if let Some(a) = &archived {
+            walker.continue_after(a.seq, a.hash);
+        }
+        self.walk(&mut walker)?;
+        let unchecked = walker.unchecked;
+        let (entries, head) = walker.finish();
         Ok(VerifyReport {
             intact: problems.is_empty(),
             entries,
@@ -122,7 +207,27 @@ impl Provenance {
             checkpoints_checked: own.len() as u64,
             witnesses_checked: witnessed.len() as u64,
             problems: problems.into_list(),
+            archived_through: archived.as_ref().map(|a| a.seq),
+            archive_segment: archived.map(|a| a.segment),
+            segments_checked: segments.segments,
+            archived_entries: segments.entries,
+            archived_claims_unchecked: unchecked,
         })
+    }
+
+    /// The plain verify's check of the archive: the newest segment is the file the log says.
+    fn check_newest_segment(&self, a: &ArchivedThrough, signer: Option<&PublicKey>, problems: &mut Problems) {
+        let dir = self.segment_dir(a);
+        let path = dir.join(&a.segment);
+        match archive::check_newest(&path, a, &self.member, signer) {
+            Ok(()) => {}
+            Err(archive::NewestProblem::Missing) => problems.push(format!(
+                "the live log continues archived segment {}, which is not in {} (moved? verify with --archive DIR where the segments are)",
+                a.segment,
+                dir.display()
+            )),
+            Err(archive::NewestProblem::Bad(why)) => problems.push(format!("segment {}: {why}", path.display())),
+        }
     }
 
     /// Whether `cp` is ours: names this member and carries its key.
@@ -151,22 +256,21 @@ impl Provenance {
         true
     }
 
-    /// The pass over the log; returns the number of entries and the last one's seq and hash.
+    /// The pass over the live log, continuing `walker`.
     ///
     /// Two threads: this one iterates RocksDB and copies rows into chunks, a worker hashes and
     /// checks them in order. Iterating and hashing cost about the same, so on two cores this
     /// nearly halves the time; chunks are bounded, so memory stays a few MiB whatever the log.
-    fn walk(&self, claims: &[Claim], problems: &mut Problems) -> Result<(u64, Option<(u64, Hash)>), Error> {
+    fn walk(&self, walker: &mut Walker<'_>) -> Result<(), Error> {
+        walker.place = String::new();
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<Chunk>(4);
             let worker = scope.spawn(move || {
-                let mut walker = Walker::new(claims, problems);
                 for chunk in rx {
                     for (k, v) in chunk.rows() {
                         walker.row(k, v);
                     }
                 }
-                walker.finish()
             });
             let mut chunk = Chunk::new();
             let mut worker_gone = false;
@@ -183,9 +287,9 @@ impl Provenance {
                 let _ = tx.send(chunk);
             }
             drop(tx);
-            let walked = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             scanned?;
-            Ok(walked)
+            Ok(())
         })
     }
 }
@@ -223,8 +327,9 @@ impl Chunk {
     }
 }
 
-/// The chain check, one row at a time in key order.
-struct Walker<'a> {
+/// The chain check, one row at a time in log order: archived segments (if read), then the
+/// live log.
+pub(super) struct Walker<'a> {
     claims: &'a [Claim],
     next_claim: usize,
     problems: &'a mut Problems,
@@ -232,12 +337,91 @@ struct Walker<'a> {
     /// Hash of entry `expected - 1`, when that entry is present.
     prev: Option<Hash>,
     last: Option<(u64, Hash)>,
+    /// Live entries seen ([`Walker::row`]); archived ones are counted by their reader.
     entries: u64,
+    /// Where the entries come from, prefixed to problems ("segment F: "); empty for the live log.
+    pub place: String,
+    /// Claims skipped over because the entries they cover are archived and were not read.
+    pub unchecked: u64,
+}
+
+impl VerifyReport {
+    /// A report of segments alone (`verify_segments`): no live log, no checkpoints beyond the
+    /// segments' own.
+    pub(super) fn from_parts(
+        problems: Problems,
+        entries: u64,
+        last: Option<(u64, Hash)>,
+        segments: archive::ChainEnd,
+    ) -> VerifyReport {
+        VerifyReport {
+            intact: problems.is_empty(),
+            entries,
+            head_seq: last.map(|(seq, _)| seq),
+            head_hash: last.map(|(_, hash)| hash.to_string()),
+            checkpoints_checked: 0,
+            witnesses_checked: 0,
+            problems: problems.into_list(),
+            archived_through: segments.last.as_ref().map(|l| l.seq),
+            archive_segment: segments.last.map(|l| l.name),
+            segments_checked: segments.segments,
+            archived_entries: segments.entries,
+            archived_claims_unchecked: 0,
+        }
+    }
 }
 
 impl<'a> Walker<'a> {
+    /// A walker with no checkpoints to compare against (segments checked on their own).
+    pub(super) fn without_claims(problems: &'a mut Problems) -> Walker<'a> {
+        Walker::new(&[], problems)
+    }
+
     fn new(claims: &'a [Claim], problems: &'a mut Problems) -> Walker<'a> {
-        Walker { claims, next_claim: 0, problems, expected: 0, prev: None, last: None, entries: 0 }
+        Walker {
+            claims,
+            next_claim: 0,
+            problems,
+            expected: 0,
+            prev: None,
+            last: None,
+            entries: 0,
+            place: String::new(),
+            unchecked: 0,
+        }
+    }
+
+    pub fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    /// Goes on after entry `seq` with hash `hash` (the last archived one), whatever came before:
+    /// checkpoints at `seq` are compared with `hash`; older ones, whose entries were not read,
+    /// are counted as unchecked.
+    pub fn continue_after(&mut self, seq: u64, hash: Hash) {
+        while let Some(c) = self.claims.get(self.next_claim).filter(|c| c.seq <= seq) {
+            if c.seq == seq && c.head != hash {
+                self.problems.push(format!(
+                    "{}: the last archived entry {seq} has hash {hash}, the checkpoint says {}",
+                    c.label(),
+                    c.head
+                ));
+            } else if c.seq < seq {
+                self.unchecked += 1;
+            }
+            self.next_claim += 1;
+        }
+        if self.expected <= seq {
+            self.expected = seq.saturating_add(1);
+            self.prev = Some(hash);
+            self.last = Some((seq, hash));
+        }
+    }
+
+    /// The next entries start at `seq` (a segment after a gap already reported): no gap again.
+    pub fn jump_to(&mut self, seq: u64) {
+        self.expected = seq;
+        self.prev = None;
     }
 
     fn row(&mut self, k: &[u8], v: &[u8]) {
@@ -246,19 +430,32 @@ impl<'a> Walker<'a> {
                 .push(format!("a row with key {} is not an entry (keys are 8-byte sequence numbers)", hex::encode(k)));
             return;
         };
+        self.entry(seq, v);
+        self.entries += 1;
+    }
+
+    /// Checks entry `seq` (stored as `v`) against the one before and the claims; returns its
+    /// chain fields when they could be read.
+    pub fn entry(&mut self, seq: u64, v: &[u8]) -> Option<link::Link> {
         while let Some(c) = self.claims.get(self.next_claim).filter(|c| c.seq < seq) {
             self.problems.push(format!("{}: the log has no entry {}", c.label(), c.seq));
             self.next_claim += 1;
         }
         if seq != self.expected {
-            self.problems.push(gap(self.expected, seq));
+            self.problems.push(format!("{}{}", self.place, gap(self.expected, seq)));
             self.prev = None;
         }
         let hash = Entry::hash_of_encoding(v);
-        match link::read(v) {
-            Err(why) => self.problems.push(format!("entry {seq}: cannot be read ({why})")),
-            Ok(l) => self.check_link(seq, &l),
-        }
+        let link = match link::read(v) {
+            Err(why) => {
+                self.problems.push(format!("{}entry {seq}: cannot be read ({why})", self.place));
+                None
+            }
+            Ok(l) => {
+                self.check_link(seq, &l);
+                Some(l)
+            }
+        };
         while let Some(c) = self.claims.get(self.next_claim).filter(|c| c.seq == seq) {
             if c.head != hash {
                 self.problems.push(format!(
@@ -272,24 +469,30 @@ impl<'a> Walker<'a> {
         self.prev = Some(hash);
         self.last = Some((seq, hash));
         self.expected = seq.saturating_add(1);
-        self.entries += 1;
+        link
     }
 
     fn check_link(&mut self, seq: u64, l: &link::Link) {
+        let place = &self.place;
         if l.v != u64::from(OBJECT_VERSION) {
-            self.problems.push(format!("entry {seq}: has version {}, expected {OBJECT_VERSION}", l.v));
+            self.problems.push(format!("{place}entry {seq}: has version {}, expected {OBJECT_VERSION}", l.v));
         }
         if l.seq != seq {
-            self.problems.push(format!("entry {seq}: is stored as entry {seq} but says it is entry {}", l.seq));
+            self.problems.push(format!("{place}entry {seq}: is stored as entry {seq} but says it is entry {}", l.seq));
         }
         if seq == 0 && l.prev != [0; 32] {
-            self.problems.push("entry 0: prev hash is not all zeros".to_string());
+            self.problems.push(format!("{place}entry 0: prev hash is not all zeros"));
         } else if let Some(p) = self.prev
             && seq != 0
             && l.prev != p.0
         {
-            self.problems.push(format!("entry {seq}: prev hash does not match entry {}", seq - 1));
+            self.problems.push(format!("{place}entry {seq}: prev hash does not match entry {}", seq - 1));
         }
+    }
+
+    /// The last entry seen (archived or live), with its hash.
+    pub fn last(&self) -> Option<(u64, Hash)> {
+        self.last
     }
 
     /// Reports the checkpoints past the end and returns the count and the last entry.

@@ -26,6 +26,8 @@ fn record(i: u64) -> Record {
         exchange: None,
         note: format!("grant 0123456789abcdef0123456789abcdef; purpose: benchmark; key {i}"),
         objects: vec![Evidence { kind: "query-answer".into(), bytes: vec![0x5a; 300] }],
+        calls: Vec::new(),
+        also: Vec::new(),
     }
 }
 

@@ -37,6 +37,8 @@ fn build_log(fed: &Federation, member: &str, n: u64) -> Result<()> {
                 exchange: Some(ExchangeId([(i % 251) as u8; 16])),
                 note: format!("grant 0123456789abcdef0123456789abcdef; purpose: benchmark; {i} bytes"),
                 objects: vec![Evidence { kind: "ticket".into(), bytes: evidence.clone() }],
+                calls: Vec::new(),
+                also: Vec::new(),
             })
             .collect();
         seq += batch.len() as u64;
@@ -94,9 +96,15 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
 
     let dir = fed.data_dir("solo");
     let mut c = Client::connect(&dir, &dir.join("admin.sock"))?;
-    let query = Request::Provenance { dataset: None, peer: Some("peer3".parse()?), since: None, limit: Some(100) };
-    let by_dataset =
-        Request::Provenance { dataset: Some("solo/dataset-42".parse()?), peer: None, since: None, limit: Some(100) };
+    let query =
+        Request::Provenance { dataset: None, peer: Some("peer3".parse()?), since: None, limit: Some(100), key: None };
+    let by_dataset = Request::Provenance {
+        dataset: Some("solo/dataset-42".parse()?),
+        peer: None,
+        since: None,
+        limit: Some(100),
+        key: None,
+    };
     let mut q_ms = 0f64;
     let mut base_ms = 0f64;
     let rounds = 20;

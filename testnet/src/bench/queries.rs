@@ -96,7 +96,11 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     )?;
     // Check one answer for shape before timing thousands.
     let mut c = Client::connect(&fed.data_dir("requester"), &fed.data_dir("requester").join("admin.sock"))?;
-    let one: QueryResult = c.call(&Request::Query { dataset: "provider/records".parse()?, key: "K00000001".into() })?;
+    let one: QueryResult = c.call(&Request::Query {
+        dataset: "provider/records".parse()?,
+        key: Some("K00000001".into()),
+        keys: Vec::new(),
+    })?;
     anyhow::ensure!(one.records.len() == 1, "expected one record, got {}", one.records.len());
     let dataset: deltafed_protocol::DatasetRef = "provider/records".parse()?;
     let n = s.query_records;
@@ -104,7 +108,8 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     let cpu_before = [cpu::seconds(pids[0])?, cpu::seconds(pids[1])?, cpu::seconds(None)?];
     let (qps, lat) = hammer(&fed, "requester", s.in_flight, s.queries, |i| Request::Query {
         dataset: dataset.clone(),
-        key: format!("K{:08}", (i * 7919) % n),
+        key: Some(format!("K{:08}", (i * 7919) % n)),
+        keys: Vec::new(),
     })?;
     let cpu_after = [cpu::seconds(pids[0])?, cpu::seconds(pids[1])?, cpu::seconds(None)?];
     let per_query = |i: usize| (cpu_after[i] - cpu_before[i]) * 1e6 / lat.len().max(1) as f64;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building deltafed needs on a fresh Debian/Ubuntu machine, only when missing:
 # libclang (rocksdb's bindgen), a C++ compiler (the bundled RocksDB), curl (the demo's gateway
-# calls), and the Rust toolchain's rustfmt and clippy components.
+# calls), promtool when it can (the metrics test), and the Rust toolchain's rustfmt and clippy
+# components.
 set -euo pipefail
 
 need_apt=()
@@ -24,6 +25,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Optional: `promtool check metrics` (Debian's prometheus package) checks the node's /metrics
+# output in testnet/tests/metrics.rs. A machine that cannot install it still builds and tests;
+# that test then says it skipped promtool. (systemd-analyze, for scripts/check-deploy.sh, comes
+# with systemd and is not installed here: that script says when it is missing.)
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus (apt-get), for promtool"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; then
+    echo "warning: could not install prometheus; testnet/tests/metrics.rs will skip promtool check metrics" >&2
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Makes the Python packages of the independent checkers (scripts/check-vectors.py,
-# scripts/verify-export.py) importable: cbor2, PyNaCl and blake3. Installs them with pip only
-# when one is missing (pip itself from apt-get when the interpreter has none). PYTHON names the
-# interpreter (default python3).
+# scripts/verify-export.py) importable: cbor2, PyNaCl and blake3; and kubernetes-validate (with
+# PyYAML), which scripts/check-deploy.sh checks the Kubernetes manifests with. Installs them with
+# pip only when one is missing (pip itself from apt-get when the interpreter has none). PYTHON
+# names the interpreter (default python3).
 set -euo pipefail
 PY=${PYTHON:-python3}
-PACKAGES=(cbor2 pynacl blake3)
-importable() { "$PY" -c 'import cbor2, nacl.signing, blake3' 2>/dev/null; }
+PACKAGES=(cbor2 pynacl blake3 kubernetes-validate pyyaml)
+importable() { "$PY" -c 'import cbor2, nacl.signing, blake3, kubernetes_validate, yaml' 2>/dev/null; }
 
 importable && exit 0
 echo "installing ${PACKAGES[*]} (pip)"

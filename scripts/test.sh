@@ -37,6 +37,11 @@ bash scripts/python-deps.sh
 python3 scripts/check-vectors.py
 python3 scripts/test-verify-export.py
 
+# The deployment files, offline: Kubernetes manifests against the API schemas, the members'
+# configs through the init container's command, the systemd unit through systemd-analyze.
+echo "== deploy/: Kubernetes manifests and the systemd unit (scripts/check-deploy.sh)"
+bash scripts/check-deploy.sh
+
 # Fuzzing, a fixed short budget per target from the committed corpus (fuzz/README.md for longer
 # runs; DELTAFED_FUZZ_SECONDS sets the budget, 0 skips). Its own target dir and lock file.
 echo "== fuzzing, ${DELTAFED_FUZZ_SECONDS:-20}s per target (scripts/fuzz.sh)"

@@ -33,6 +33,10 @@ pub struct InitArgs {
     /// ones arrive from the federation, and `deltafed roster install` replaces it.
     #[arg(long, value_name = "FILE")]
     pub roster: Option<PathBuf>,
+    /// Make FILE the data dir's deltafed.toml, replacing the one there (checked first: it must
+    /// be valid and name --member), so the config follows its source (a Kubernetes ConfigMap).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +53,9 @@ pub fn run(g: &Global, args: InitArgs) -> Result<ExitCode> {
         None => create(&dir, &args.member, &args.listen, &keyfile::generate()?, |_| {})?,
         Some(file) => adopt(&dir, &args.member, &args.listen, &keyfile::read_import(file)?)?,
     };
+    if let Some(file) = &args.config {
+        replace_config(&dir, &args.member, file)?;
+    }
     if let Some(file) = &args.roster {
         seed_roster(&dir, file)?;
     }
@@ -83,6 +90,30 @@ fn adopt(dir: &DataDir, member: &MemberId, listen: &[Multiaddr], key: &SecretKey
         cfg.save(&dir.config())?;
     }
     initialized(dir, member, key)
+}
+
+/// `init --config`: FILE, once it loads and names `member`, as the data dir's config (0600).
+fn replace_config(dir: &DataDir, member: &MemberId, file: &std::path::Path) -> Result<()> {
+    let cfg = Config::load(file)?;
+    if cfg.member.as_ref() != Some(member) {
+        anyhow::bail!("{} does not name member {member} (set `member = \"{member}\"` in it)", file.display());
+    }
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let dest = dir.config();
+    let tmp = dest.with_extension("toml.new");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(&text).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot replace {}", dest.display()))
 }
 
 /// `init --roster`: installs the roster unless the data dir already has one.

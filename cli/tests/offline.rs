@@ -78,6 +78,20 @@ fn init_with_a_given_key_and_roster_is_idempotent_as_a_provisioning_step() {
     std::fs::write(dir.join("deltafed.toml"), "member = \"anhui\"\nserve_rate_limit = 5\n").expect("write");
     ok_json(&args);
     assert!(std::fs::read_to_string(dir.join("deltafed.toml")).expect("config").contains("serve_rate_limit = 5"));
+    // --config replaces it with the source's, once checked.
+    let source = tmp.path().join("configmap.toml");
+    std::fs::write(&source, "member = \"anhui\"\nlog_format = \"json\"\n").expect("write");
+    let mut with_config = args.to_vec();
+    with_config.splice(3..3, ["--config", s(&source)]);
+    ok_json(&with_config);
+    assert_eq!(std::fs::read(dir.join("deltafed.toml")).expect("config"), std::fs::read(&source).expect("source"));
+    std::fs::write(&source, "member = \"shanghai\"\n").expect("write");
+    let err = fails(&with_config[..with_config.len() - 1]);
+    assert!(err.contains("does not name member anhui"), "{err}");
+    std::fs::write(&source, "member = \"anhui\"\n[provenance]\narchive_after = \"30d\"\n").expect("write");
+    let err = fails(&with_config[..with_config.len() - 1]);
+    assert!(err.contains("archive_after"), "{err}");
+    assert!(std::fs::read_to_string(dir.join("deltafed.toml")).expect("config").contains("json"), "kept");
     // Another member's key in the same data dir is refused; a key readable by others too.
     std::fs::copy(net.join("shanghai/node.key"), &secret).expect("copy");
     let err = fails(&args[..args.len() - 1]);

@@ -199,7 +199,7 @@ impl Metrics {
         let fetches = Family::<Exchange, Counter>::default();
         registry.register(
             "fetches",
-            "Dataset fetches by side (served: this node the provider, a ticket issued or refused; received: fetched by this node), member and outcome",
+            "Dataset fetches by side (served: this node the provider, a ticket issued or refused; received: fetched by this node, to a file or streamed to an application), member and outcome",
             fetches.clone(),
         );
         let calls = Family::<Exchange, Counter>::default();
@@ -224,7 +224,7 @@ impl Metrics {
         let fetch_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 15));
         registry.register_with_unit(
             "fetch_duration",
-            "Time of the fetches this node made, from the request to the verified file (resumes included)",
+            "Time of the fetches this node made, from the request to the verified file (resumes included) or to the last verified chunk streamed to an application",
             Unit::Seconds,
             fetch_seconds.clone(),
         );
@@ -812,6 +812,51 @@ mod tests {
             families += 1;
         }
         assert!(families >= 23, "{families} families\n{text}");
+    }
+
+    #[test]
+    fn every_series_and_reason_is_in_the_operations_guide() {
+        let guide = include_str!("../../docs/operations.md");
+        let m = Metrics::new();
+        traffic(&m);
+        let text = m.render(&sample(), Format::Text).expect("renders");
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap_or_default();
+            assert!(guide.contains(&format!("`{name}`")), "docs/operations.md does not list {name}");
+        }
+        let reasons = [
+            Reason::NotMember,
+            Reason::Malformed,
+            Reason::BadSignature,
+            Reason::Mismatch,
+            Reason::Replay,
+            Reason::ClockSkew,
+            Reason::NotFound,
+            Reason::NotShared,
+            Reason::Withdrawn,
+            Reason::NeedsGrant,
+            Reason::UnknownGrant,
+            Reason::NotCovered,
+            Reason::Revoked,
+            Reason::NotYetValid,
+            Reason::Expired,
+            Reason::BudgetSpent,
+            Reason::NotAResume,
+            Reason::OutsideTicket,
+            Reason::NotQueryable,
+            Reason::UnknownExchange,
+            Reason::TooLarge,
+            Reason::Busy,
+            Reason::Internal,
+            Reason::Other,
+        ];
+        for r in reasons {
+            assert!(
+                guide.contains(&format!("`{}`", r.label())),
+                "docs/operations.md does not list reason {}",
+                r.label()
+            );
+        }
     }
 
     #[test]

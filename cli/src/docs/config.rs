@@ -20,7 +20,8 @@ start instead of falling back to a default.
 
 Precedence, lowest first: the built-in default, the file, the environment variable, the flag of
 `deltafed run`. Only the keys an operator overrides per run or per container have a variable and
-a flag; the others are set in the file.
+a flag; the others are set in the file. A list (`listen`) is given to its variable or flag
+comma-separated.
 
 Durations are written as `\"30s\"`, `\"15m\"`, `\"12h\"` or `\"5days\"`; sizes as a number of
 bytes or with a binary unit (`\"64MiB\"`, `\"1GiB\"`); paths are relative to the data dir unless

@@ -46,7 +46,9 @@ const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on {addr} for metrics: {source} (check [metrics] listen in {config})")]
+    #[error(
+        "cannot listen on {addr} for metrics: {source} (check [metrics] listen in {config}, DELTAFED_METRICS_LISTEN or --metrics-listen)"
+    )]
     Bind { addr: SocketAddr, config: PathBuf, source: std::io::Error },
 }
 

@@ -26,7 +26,7 @@ use deltafed_protocol::manifest::Manifest;
 use deltafed_protocol::provenance::CallLog;
 use deltafed_protocol::wire::{self, WireCall};
 use deltafed_protocol::{DatasetId, DatasetRef, ExchangeId, GrantId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::serve::Refused;
 use super::{Error, Node, now, random16};
@@ -273,16 +273,15 @@ impl Node {
             let node = self.clone();
             let provider = provider.clone();
             tokio::spawn(async move {
-                node.send_batch(&provider, batch).await;
-                drop(permit);
+                node.send_batch(&provider, batch, permit).await;
             });
         }
     }
 
     /// Sends one batch and hands each call its result.
-    async fn send_batch(&self, provider: &MemberId, batch: Vec<Pending>) {
+    async fn send_batch(&self, provider: &MemberId, batch: Vec<Pending>, permit: OwnedSemaphorePermit) {
         let started = std::time::Instant::now();
-        match self.try_send_batch(provider, &batch).await {
+        match self.try_send_batch(provider, &batch, permit).await {
             Ok(done) => {
                 let answers = done.iter().map(|d| (&d.outcome, d.records.len()));
                 self.0.metrics.batch_sent(provider.as_str(), started.elapsed(), answers);
@@ -307,7 +306,14 @@ impl Node {
         }
     }
 
-    async fn try_send_batch(&self, provider: &MemberId, batch: &[Pending]) -> Result<Vec<Done>, Error> {
+    /// `permit` is given back as soon as the answer is in: the next batch goes out while this
+    /// one is checked, logged and synced.
+    async fn try_send_batch(
+        &self,
+        provider: &MemberId,
+        batch: &[Pending],
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Vec<Done>, Error> {
         let peer = self
             .peer_of_member(provider)
             .ok_or_else(|| Error::not_found(format!("{provider} is not in the roster")))?;
@@ -324,7 +330,9 @@ impl Node {
         let signed = Signed::sign(body, &self.0.key)?;
         let wire_calls =
             batch.iter().map(|p| WireCall { call: p.call.clone(), key: p.key.clone(), key_salt: p.key_salt }).collect();
-        let answers = match self.0.net.calls(peer, signed.as_bytes().to_vec(), wire_calls).await {
+        let answered = self.0.net.calls(peer, signed.as_bytes().to_vec(), wire_calls).await;
+        drop(permit);
+        let answers = match answered {
             Ok(a) => a,
             Err(e) => {
                 let e = Error::from_call(provider, e);

@@ -465,6 +465,7 @@ impl Node {
         caller: Caller,
     ) {
         let t = ticket.body().clone();
+        let started = std::time::Instant::now();
         let mut sink = Sink::Stream { tx: &tx, hasher: Box::default(), expect: t.content_hash };
         let received = match self.receive_chunks(peer, &m, &t, &table, 0, &mut sink, None).await {
             Ok(()) => Ok(()),
@@ -474,6 +475,12 @@ impl Node {
                 m.publisher
             ))),
         };
+        let outcome = match &received {
+            Ok(()) => crate::metrics::FetchOutcome::Ok,
+            Err(Error::Refused(_)) => crate::metrics::FetchOutcome::Refused,
+            Err(_) => crate::metrics::FetchOutcome::Failed,
+        };
+        self.0.metrics.fetch_received(m.publisher.as_str(), outcome, started.elapsed());
         let app = caller.app.as_deref().unwrap_or("unnamed");
         if let Err(e) = received {
             tracing::info!(exchange = %t.exchange, app, error = %e, "content stream stopped");

@@ -445,6 +445,12 @@ pub fn check_request(r: &Request) {
         },
         Request::Fetch(b) => drop(check_signed::<FetchRequest>(b)),
         Request::Query(b) => drop(check_signed::<QueryRequest>(b)),
+        Request::Calls { batch, calls } => {
+            drop(check_signed::<deltafed_protocol::calls::CallBatch>(batch));
+            for c in calls {
+                let _ = deltafed_protocol::signed::decode::<deltafed_protocol::calls::Call>(&c.call);
+            }
+        }
         Request::Sync(_) | Request::Chunk { .. } | Request::WitnessOf { .. } => {}
     }
 }
@@ -464,6 +470,15 @@ pub fn check_response(r: &Response) {
             let _ = serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(records);
         }
         Response::Witnesses(items) => items.iter().for_each(|b| drop(check_signed::<Checkpoint>(b))),
+        Response::Answers { answer, results, records } => {
+            drop(check_signed::<deltafed_protocol::calls::CallAnswer>(answer));
+            for r in results {
+                let _ = deltafed_protocol::signed::decode::<deltafed_protocol::calls::CallResult>(r);
+            }
+            for r in records {
+                let _ = serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(r);
+            }
+        }
         Response::Ack | Response::Chunk(_) | Response::Refused(_) => {}
     }
 }

@@ -7,15 +7,28 @@ use serde::Serialize;
 
 /// Prints `value` as JSON when asked, or `text` otherwise.
 pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+    let out = if json {
+        serde_json::to_string_pretty(value)?
     } else {
         let t = text();
-        if !t.is_empty() {
-            println!("{}", terminal_safe(t.trim_end()));
+        if t.is_empty() {
+            return Ok(ExitCode::SUCCESS);
         }
-    }
+        terminal_safe(t.trim_end())
+    };
+    print_line(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one line to stdout. A reader that stopped reading (`deltafed status --json | head`)
+/// is not an error of ours: the rest is dropped quietly, where `println!` would panic.
+pub fn print_line(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Text for a terminal: titles, purposes and reasons come from other members, so control

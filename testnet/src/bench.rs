@@ -185,6 +185,29 @@ pub(crate) fn fill(buf: &mut [u8], seed: &mut u64) {
     }
 }
 
+/// A provider and a requester, connected; the provider publishes `s.query_records` records of
+/// 1 KiB (a key, a holder and a padding field) keyed by `id`, and grants the requester `fields`.
+pub(crate) fn keyed_records(s: &Sizes, fields: &str) -> Result<crate::Federation> {
+    let mut fed = crate::Federation::init(&["provider", "requester"])?;
+    fed.start_all()?;
+    fed.wait_mesh(&["provider", "requester"], std::time::Duration::from_secs(30))?;
+    let mut csv = String::from("id,holder,payload\n");
+    for i in 0..s.query_records {
+        csv += &format!("K{i:08},holder {i},{}\n", "x".repeat(1000));
+    }
+    let src = fed.root().join("records.csv");
+    std::fs::write(&src, csv)?;
+    fed.json(
+        "provider",
+        &["publish", crate::path_str(&src)?, "--dataset", "records", "--title", "Records", "--key-field", "id"],
+    )?;
+    fed.wait_for("the manifest at the requester", std::time::Duration::from_secs(10), |f| {
+        Ok(f.catalog("requester")?.iter().any(|e| e.starts_with("provider/records@")))
+    })?;
+    fed.json("provider", &["grant", "records", "--to", "requester", "--purpose", "benchmark", "--fields", fields])?;
+    Ok(fed)
+}
+
 /// The `p`-th percentile of sorted samples.
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -164,11 +164,7 @@ impl Node {
         check_label("app", &caller.app)?;
         check_label("on-behalf-of", &caller.on_behalf_of)?;
         let provider = target.publisher.clone();
-        if provider == self.0.member {
-            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
-        }
-        let m = self.manifest_for(&target.unversioned())?;
-        let grant = self.grant_for(&m)?;
+        let (m, grant) = self.receivable(&target.unversioned())?;
         match &grant {
             Some(g) => {
                 policy::may_query(&m, g.grant.body().fields.as_deref())?;

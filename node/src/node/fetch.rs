@@ -54,6 +54,21 @@ enum Stop {
 
 impl Node {
     /// The grant to receive `m` under (none for unconditional sharing without one held).
+    /// What this member may ask to receive of `target`: another member's dataset, its manifest
+    /// as the dataset's newest state allows, and the grant to ask under (none when shared
+    /// unconditionally). Fetches, streams and calls all start here.
+    pub(super) fn receivable(
+        &self,
+        target: &DatasetRef,
+    ) -> Result<(Manifest, Option<crate::access::HeldGrant>), Error> {
+        if target.publisher == self.0.member {
+            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
+        }
+        let m = self.manifest_for(target)?;
+        let grant = self.grant_for(&m)?;
+        Ok((m, grant))
+    }
+
     pub(super) fn grant_for(&self, m: &Manifest) -> Result<Option<crate::access::HeldGrant>, Error> {
         let grants = self.0.access.grants()?;
         Ok(policy::choose_grant(m, &grants, now())?.cloned())
@@ -88,11 +103,7 @@ impl Node {
         progress: Option<mpsc::Sender<api::Progress>>,
     ) -> Result<Fetched, Error> {
         let provider = target.publisher.clone();
-        if provider == self.0.member {
-            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
-        }
-        let m = self.manifest_for(&target)?;
-        let grant = self.grant_for(&m)?;
+        let (m, grant) = self.receivable(&target)?;
         let grant_id = grant.as_ref().map(|g| g.grant.body().id);
         let fields = grant.as_ref().and_then(|g| g.grant.body().fields.clone());
         if out.is_dir() {
@@ -404,11 +415,7 @@ impl Node {
     /// receipt when the application has taken them all.
     pub async fn fetch_stream(&self, target: DatasetRef, caller: Caller) -> Result<Streaming, Error> {
         let provider = target.publisher.clone();
-        if provider == self.0.member {
-            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
-        }
-        let m = self.manifest_for(&target)?;
-        let grant = self.grant_for(&m)?;
+        let (m, grant) = self.receivable(&target)?;
         let grant_id = grant.as_ref().map(|g| g.grant.body().id);
         let fields = grant.as_ref().and_then(|g| g.grant.body().fields.clone());
         let peer = self

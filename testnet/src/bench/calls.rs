@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::load::{self, NoopServer, Target};
 use super::{Row, Sizes, cpu, percentile};
-use crate::{Federation, path_str};
+use crate::Federation;
 
 /// Offered load of the latency figure.
 const OFFERED: f64 = 10_000.0;
@@ -32,26 +32,7 @@ fn addr_of(url: &str) -> Result<std::net::SocketAddr> {
 }
 
 pub fn run(s: &Sizes) -> Result<Vec<Row>> {
-    let mut fed = Federation::init(&["provider", "requester"])?;
-    fed.start_all()?;
-    fed.wait_mesh(&["provider", "requester"], std::time::Duration::from_secs(30))?;
-    let mut csv = String::from("id,holder,payload\n");
-    for i in 0..s.query_records {
-        csv += &format!("K{i:08},holder {i},{}\n", "x".repeat(1000));
-    }
-    let src = fed.root().join("records.csv");
-    std::fs::write(&src, csv)?;
-    fed.json(
-        "provider",
-        &["publish", path_str(&src)?, "--dataset", "records", "--title", "Records", "--key-field", "id"],
-    )?;
-    fed.wait_for("the manifest at the requester", std::time::Duration::from_secs(10), |f| {
-        Ok(f.catalog("requester")?.iter().any(|e| e.starts_with("provider/records@")))
-    })?;
-    fed.json(
-        "provider",
-        &["grant", "records", "--to", "requester", "--purpose", "benchmark", "--fields", "id,holder"],
-    )?;
+    let mut fed = super::keyed_records(s, "id,holder")?;
     let app = fed.json("requester", &["app", "add", "bench", "--datasets", "provider/records", "--rate", "1000000"])?;
     let token = app["token"].as_str().context("app add printed no token")?.to_string();
     let t = Target { addr: addr_of(&fed.gateway_url("requester")?)?, token: Some(token) };

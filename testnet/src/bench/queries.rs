@@ -10,7 +10,7 @@ use deltafed_node::admin::client::Client;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::{Row, Sizes, cpu, percentile};
-use crate::{Federation, path_str};
+use crate::Federation;
 
 /// Runs `total` calls of `req(i)` with `in_flight` of them outstanding at any time, each on its
 /// own connection to the member's local API; returns (calls/s, sorted latencies in ms).
@@ -73,27 +73,7 @@ struct Reply {
 }
 
 pub fn run(s: &Sizes) -> Result<Vec<Row>> {
-    let mut fed = Federation::init(&["provider", "requester"])?;
-    fed.start_all()?;
-    fed.wait_mesh(&["provider", "requester"], std::time::Duration::from_secs(30))?;
-    // 1 KiB records: a key and a padding field.
-    let mut csv = String::from("id,holder,payload\n");
-    for i in 0..s.query_records {
-        csv += &format!("K{i:08},holder {i},{}\n", "x".repeat(1000));
-    }
-    let src = fed.root().join("records.csv");
-    std::fs::write(&src, csv)?;
-    fed.json(
-        "provider",
-        &["publish", path_str(&src)?, "--dataset", "records", "--title", "Records", "--key-field", "id"],
-    )?;
-    fed.wait_for("the manifest at the requester", std::time::Duration::from_secs(10), |f| {
-        Ok(f.catalog("requester")?.iter().any(|e| e.starts_with("provider/records@")))
-    })?;
-    fed.json(
-        "provider",
-        &["grant", "records", "--to", "requester", "--purpose", "benchmark", "--fields", "id,payload"],
-    )?;
+    let fed = super::keyed_records(s, "id,payload")?;
     // Check one answer for shape before timing thousands.
     let mut c = Client::connect(&fed.data_dir("requester"), &fed.data_dir("requester").join("admin.sock"))?;
     let one: QueryResult = c.call(&Request::Query {

@@ -31,32 +31,60 @@ pub fn binary() -> PathBuf {
     here.parent().map(Path::to_path_buf).unwrap_or_default().join("deltafed")
 }
 
-/// A base port P such that P..P+n are free on 127.0.0.1 for both TCP and UDP (QUIC). Tests in
-/// one process get disjoint ranges (a shared cursor), so they never pick the same free ports
-/// before either has bound them.
+/// A base port P such that P..P+n are free on 127.0.0.1 for both TCP and UDP (QUIC), reserved
+/// for this process until it exits. Ports come from below the kernel's ephemeral range (so no
+/// socket the kernel numbers can take them between our check and the node's bind), in blocks of
+/// 16, each held by an flock on a file in the temp dir: test processes running side by side
+/// never hand out the same block.
 pub fn free_base_port(n: u16) -> Result<u16> {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
+    const BLOCK: u16 = 16;
+    const LOW: u16 = 10_000;
     static CURSOR: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 40_000;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    if n == 0 || n > BLOCK {
+        bail!("free_base_port hands out 1..={BLOCK} ports at once, not {n}");
+    }
+    let high = ephemeral_low().clamp(LOW + 4 * BLOCK, 32_768);
+    let blocks = u32::from((high - LOW) / BLOCK);
+    let dir = std::env::temp_dir().join("deltafed-test-ports");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     if CURSOR.load(Ordering::Relaxed) == 0 {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % SPAN;
+        let start = std::process::id().wrapping_mul(2_654_435_761) % blocks;
         let _ = CURSOR.compare_exchange(0, start.max(1), Ordering::Relaxed, Ordering::Relaxed);
     }
-    for _ in 0..500 {
-        let offset = CURSOR.fetch_add(u32::from(n) + 1, Ordering::Relaxed) % SPAN;
-        let base = u16::try_from(LOW + offset).unwrap_or(20_000);
+    for _ in 0..blocks {
+        let block = CURSOR.fetch_add(1, Ordering::Relaxed) % blocks;
+        let base = LOW + u16::try_from(block)? * BLOCK;
+        let path = dir.join(format!("{base}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if file.try_lock().is_err() {
+            continue; // another test process holds this block
+        }
         let free = (0..n).all(|i| {
             let p = base + i;
             TcpListener::bind(("127.0.0.1", p)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok()
         });
         if free {
+            HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(file);
             return Ok(base);
         }
     }
-    bail!("no run of {n} free ports found on 127.0.0.1")
+    bail!("no block of {n} free ports found on 127.0.0.1 below {high}")
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768)
 }
 
 pub struct Federation {

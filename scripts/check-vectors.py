@@ -287,7 +287,7 @@ def main():
         ("manifest", "content_hash", b3(b"data")),
         ("checkpoint", "head", b3(b"head")),
         ("ticket", "content_hash", b3(b"projected")),
-        ("ticket", "chunks", b3(b3(b"projected"))),  # the table of the one chunk, hashed
+        ("ticket", "chunks", b3(b3(b"projected"))),  # one chunk: its entry is its hash; the table, hashed
         ("receipt", "content_hash", b3(b"projected")),
         ("query-answer", "records", b3(b"[]")),
     ]

@@ -1,9 +1,11 @@
 //! The data path of an exchange: chunk tables, chunk reads, the provider's table of exchanges in
 //! progress, and the requester's resumable partial files.
 //!
-//! A delivery is cut into fixed-size chunks. The ticket signs the BLAKE3 hash of the whole
-//! delivery and the hash of its chunk table (the BLAKE3 of every chunk), so the requester checks
-//! each chunk as it arrives and the whole at the end, and writes nothing it has not checked.
+//! A delivery is cut into fixed-size chunks. Each chunk is a subtree of the BLAKE3 tree of the
+//! whole delivery, and the chunk table holds their chaining values, which combine into the
+//! delivery's BLAKE3 hash (the manifest's signed `content_hash`, or a projection's under the
+//! ticket). So the requester checks the table against the signed hash once, then each chunk
+//! against its entry as it arrives, and never hashes the whole file again, not even on a resume.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deltafed_protocol::exchange::{chunk_entry, table_root};
 use deltafed_protocol::{DatasetRef, ExchangeId, GrantId, Hash, MemberId};
 use serde::{Deserialize, Serialize};
 
@@ -24,20 +27,21 @@ const IDLE: Duration = Duration::from_secs(15 * 60);
 /// Most exchanges one provider keeps open at once.
 const MAX_SERVING: usize = 512;
 
-/// BLAKE3 of each `chunk`-sized piece of `file` (first `size` bytes), and of the whole.
+/// The chunk table of the first `size` bytes of `file` in `chunk`-sized chunks
+/// ([`deltafed_protocol::exchange::chunk_entry`]), and the BLAKE3 of the whole, merged from it.
 pub fn chunk_table(file: &File, size: u64, chunk: u32) -> std::io::Result<(Vec<Hash>, Hash)> {
-    let mut table = Vec::with_capacity(usize::try_from(size.div_ceil(u64::from(chunk.max(1)))).unwrap_or(0));
-    let mut whole = blake3::Hasher::new();
+    let count = size.div_ceil(u64::from(chunk.max(1)));
+    let mut table = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut buf = vec![0u8; chunk as usize];
     let mut off = 0u64;
     while off < size {
         let n = usize::try_from((size - off).min(u64::from(chunk))).unwrap_or(0);
         file.read_exact_at(&mut buf[..n], off)?;
-        table.push(Hash::of(&buf[..n]));
-        whole.update(&buf[..n]);
+        table.push(chunk_entry(&buf[..n], table.len() as u64, count, chunk));
         off += n as u64;
     }
-    Ok((table, whole.finalize().into()))
+    let whole = table_root(&table);
+    Ok((table, whole))
 }
 
 pub fn table_bytes(table: &[Hash]) -> Vec<u8> {
@@ -330,57 +334,83 @@ impl Partial {
 const WRITE_QUEUE: usize = 32;
 
 /// How a [`Writer`] ended: the bytes now durable in the partial file (and vouched for by its
-/// state file), and the BLAKE3 of all of them when every write succeeded.
+/// state file), and whether every write and sync succeeded.
 pub struct Written {
     pub verified: u64,
-    pub whole: std::io::Result<Hash>,
+    pub result: std::io::Result<()>,
 }
 
 /// The requester's disk side of a fetch, on its own thread: appends verified chunks to the
-/// partial file, hashes them as they pass (so the whole-file check needs no read back), and every
-/// `save_every` bytes syncs the data and then saves the state that vouches for it. Writing on a
-/// thread of its own lets the network and the disk work at the same time; the order (data
-/// synced before the state names it) keeps a crash from ever vouching for bytes not on disk.
+/// partial file and, every `save_every` bytes, hands the length written so far to a syncer
+/// thread, which syncs the data through a cloned handle and then saves the state that vouches
+/// for exactly that length. The writer keeps appending while the disk syncs, and the network
+/// keeps receiving while the writer writes; the order (data synced before the state names it)
+/// keeps a crash from ever vouching for bytes not on disk. Nothing is hashed here: every chunk
+/// was checked against the table before it was queued.
 pub struct Writer {
     tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<Written>>,
 }
 
 impl Writer {
-    /// Starts writing after `state.verified` bytes of `partial` (hashing that prefix first).
+    /// Starts writing after `state.verified` bytes of `partial` (which are not read again).
     pub fn start(partial: &Partial, state: &PartialState, save_every: u64) -> std::io::Result<Writer> {
         let file = partial.open_at(state.verified)?;
+        let mut syncer = Syncer {
+            file: file.try_clone()?,
+            partial: Partial { data: partial.data.clone(), state: partial.state.clone(), owner: partial.owner },
+            state: state.clone(),
+            error: None,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-        let partial = Partial { data: partial.data.clone(), state: partial.state.clone(), owner: partial.owner };
-        let mut state = state.clone();
+        // At most one sync waits behind the one running: the writer never waits for the syncer.
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<u64>(1);
+        let syncer = std::thread::Builder::new().name("fetch-syncer".into()).spawn(move || {
+            while let Ok(len) = sync_rx.recv() {
+                if let Err(e) = syncer.sync(len) {
+                    syncer.error = Some(e);
+                    break;
+                }
+            }
+            syncer
+        })?;
+        let mut at = state.verified;
         let thread = std::thread::Builder::new().name("fetch-writer".into()).spawn(move || {
-            let mut hasher = blake3::Hasher::new();
-            let mut at = state.verified;
             let mut run = || -> std::io::Result<()> {
-                hash_prefix(&file, at, &mut hasher)?;
-                let mut since_save = 0u64;
+                let mut since_sync = 0u64;
                 while let Some(chunk) = rx.blocking_recv() {
                     file.write_all_at(&chunk, at)?;
-                    hasher.update(&chunk);
                     at += chunk.len() as u64;
-                    since_save += chunk.len() as u64;
-                    if since_save >= save_every {
-                        file.sync_data()?;
-                        state.verified = at;
-                        partial.save(&state)?;
-                        since_save = 0;
+                    since_sync += chunk.len() as u64;
+                    if since_sync >= save_every {
+                        match sync_tx.try_send(at) {
+                            Ok(()) => since_sync = 0,
+                            // A sync is already waiting: ask again after the next chunk.
+                            Err(std::sync::mpsc::TrySendError::Full(_)) => {}
+                            // The syncer stopped on an error, reported below.
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+                        }
                     }
                 }
                 Ok(())
             };
             let result = run();
-            // Whatever happened, vouch for what is on disk now, so a resume starts there.
-            let durable = file.sync_data().and_then(|()| {
-                state.verified = at;
-                partial.save(&state)
-            });
-            let verified = if durable.is_ok() { at } else { 0 };
-            Written { verified, whole: result.and(durable).map(|()| hasher.finalize().into()) }
+            drop(sync_tx);
+            let mut syncer = match syncer.join() {
+                Ok(s) => s,
+                Err(_) => {
+                    let e = std::io::Error::other("the fetch syncer thread failed");
+                    return Written { verified: 0, result: Err(e) };
+                }
+            };
+            // After a failed sync the kernel may have dropped the dirty pages: vouch for nothing
+            // more than the last sync that finished. Otherwise vouch for what is on disk now,
+            // so a resume starts there.
+            let last = match syncer.error.take() {
+                Some(e) => Err(e),
+                None => syncer.sync(at),
+            };
+            Written { verified: syncer.state.verified, result: result.and(last) }
         })?;
         Ok(Writer { tx: Some(tx), thread: Some(thread) })
     }
@@ -401,22 +431,30 @@ impl Writer {
         let joined = tokio::task::spawn_blocking(move || thread.map(|t| t.join())).await;
         match joined {
             Ok(Some(Ok(w))) => w,
-            _ => Written { verified: 0, whole: Err(std::io::Error::other("the fetch writer thread failed")) },
+            _ => Written { verified: 0, result: Err(std::io::Error::other("the fetch writer thread failed")) },
         }
     }
 }
 
-/// Feeds the first `len` bytes of `file` to `hasher` (a resumed fetch's verified prefix).
-fn hash_prefix(file: &File, len: u64, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while off < len {
-        let n = usize::try_from((len - off).min(buf.len() as u64)).unwrap_or(0);
-        file.read_exact_at(&mut buf[..n], off)?;
-        hasher.update(&buf[..n]);
-        off += n as u64;
+/// The syncing half of a [`Writer`]: its own handle on the partial file, and the state file.
+struct Syncer {
+    file: File,
+    partial: Partial,
+    /// The state as last saved; `verified` is the length the last finished sync covered.
+    state: PartialState,
+    error: Option<std::io::Error>,
+}
+
+impl Syncer {
+    /// Makes the first `len` bytes durable, then has the state file vouch for them.
+    fn sync(&mut self, len: u64) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        let mut state = self.state.clone();
+        state.verified = len;
+        self.partial.save(&state)?;
+        self.state = state;
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -489,7 +527,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writer_hashes_syncs_and_vouches_for_what_it_wrote_and_resumes_after_it() {
+    async fn writer_syncs_and_vouches_for_what_it_wrote_and_resumes_after_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let partial = for_test(&dir);
         let w = Writer::start(&partial, &state(0), 8).expect("start");
@@ -498,16 +536,71 @@ mod tests {
         }
         let done = w.finish().await;
         assert_eq!(done.verified, 10);
-        assert_eq!(done.whole.expect("hash"), Hash::of(b"abcdefghij"));
+        assert!(done.result.is_ok());
+        assert_eq!(std::fs::read(&partial.data).expect("read"), b"abcdefghij");
         assert_eq!(partial.load().expect("state saved").verified, 10);
 
-        // A resume after 8 verified bytes: the prefix is hashed from disk, what lies past it is
-        // dropped, and new chunks go after it.
+        // A resume after 8 verified bytes: what lies past them is dropped and new chunks go
+        // after them; the prefix itself is not read (a byte changed in it stays changed).
+        std::fs::write(&partial.data, b"Xbcdefghij").expect("write");
         let w = Writer::start(&partial, &state(8), 1 << 20).expect("restart");
         assert!(w.write(b"IJ".to_vec()).await);
         let done = w.finish().await;
-        assert_eq!(done.whole.expect("hash"), Hash::of(b"abcdefghIJ"));
-        assert_eq!(std::fs::read(&partial.data).expect("read"), b"abcdefghIJ");
+        assert!(done.result.is_ok());
+        assert_eq!(std::fs::read(&partial.data).expect("read"), b"XbcdefghIJ");
         assert_eq!(partial.load().expect("state saved").verified, 10);
+    }
+
+    /// The syncer vouches only for lengths whose sync finished, while the writer goes on: every
+    /// state saved during a long write names a chunk boundary already on disk.
+    #[tokio::test]
+    async fn the_state_names_only_synced_lengths_while_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = for_test(&dir);
+        let w = Writer::start(&partial, &state(0), 4).expect("start");
+        let mut seen = Vec::new();
+        for i in 0..200u8 {
+            assert!(w.write(vec![i; 4]).await);
+            if let Some(st) = partial.load() {
+                seen.push(st.verified);
+            }
+        }
+        let done = w.finish().await;
+        assert!(done.result.is_ok());
+        assert_eq!(done.verified, 800);
+        assert!(seen.iter().all(|v| v % 4 == 0 && *v <= 800), "{seen:?}");
+        assert!(seen.windows(2).all(|p| p[0] <= p[1]), "the vouched length never goes back: {seen:?}");
+        let data = std::fs::read(&partial.data).expect("read");
+        assert!(data.chunks(4).enumerate().all(|(i, c)| c == [i as u8; 4]));
+    }
+
+    /// The table of a file's 1 MiB chunks merges into the file's BLAKE3 hash, at sizes around
+    /// the one-chunk edge and at counts that are and are not powers of two.
+    #[test]
+    fn the_chunk_table_merges_into_the_whole_files_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        const MIB: usize = 1 << 20;
+        for size in [0, 1, MIB, MIB + 1, 3 * MIB, 5 * MIB + 7] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let path = dir.path().join(format!("f{size}"));
+            std::fs::write(&path, &data).expect("write");
+            let file = File::open(&path).expect("open");
+            let (table, whole) = chunk_table(&file, size as u64, CHUNK_SIZE).expect("table");
+            assert_eq!(table.len(), size.div_ceil(MIB), "size {size}");
+            assert_eq!(whole, Hash::from(blake3::hash(&data)), "size {size}");
+            assert_eq!(table_root(&table), whole, "size {size}");
+            // Each entry is its chunk's, alone: a chunk checks against it on arrival.
+            for (i, c) in data.chunks(MIB).enumerate() {
+                assert_eq!(chunk_entry(c, i as u64, table.len() as u64, CHUNK_SIZE), table[i], "size {size} chunk {i}");
+            }
+            if table.len() > 1 {
+                let mut other = data.clone();
+                other[size - 1] ^= 1;
+                let last = table.len() - 1;
+                assert_ne!(chunk_entry(&other[last * MIB..], last as u64, table.len() as u64, CHUNK_SIZE), table[last]);
+                // The same bytes at another place in the tree are another entry.
+                assert_ne!(chunk_entry(&data[..MIB], 1, table.len() as u64, CHUNK_SIZE), table[0]);
+            }
+        }
     }
 }

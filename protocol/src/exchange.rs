@@ -56,8 +56,9 @@ pub struct Ticket {
     pub offset: u64,
     /// The delivery is sent in chunks of this many bytes (the last may be shorter)...
     pub chunk_size: u32,
-    /// ...and this is the BLAKE3 hash of the concatenated 32-byte BLAKE3 hashes of all chunks
-    /// (the chunk table, sent with the ticket), so each chunk is verified as it arrives.
+    /// ...and this is the BLAKE3 hash of the chunk table sent with the ticket: each chunk's
+    /// BLAKE3 subtree chaining value ([`chunk_entry`]), which together combine into
+    /// `content_hash` ([`table_root`]), so each chunk is verified as it arrives.
     pub chunks: Hash,
     pub time: Timestamp,
 }
@@ -68,7 +69,7 @@ impl Ticket {
         if chunk_size == 0 { 0 } else { size.div_ceil(u64::from(chunk_size)) }
     }
 
-    /// The hash that names a chunk table.
+    /// The hash that names a chunk table (the concatenated entries).
     pub fn table_hash(chunk_hashes: &[Hash]) -> Hash {
         let mut h = blake3::Hasher::new();
         for c in chunk_hashes {
@@ -79,6 +80,51 @@ impl Ticket {
 }
 
 crate::signed::signed_object!(Ticket, Kind::Ticket, 16 * 1024, provider);
+
+/// The chunk table's entry for chunk `index` (its `bytes`) of a delivery of `count` chunks of
+/// `chunk_size` bytes: the BLAKE3 chaining value of the subtree those bytes form in the tree of
+/// the whole delivery, or, for a delivery of one chunk, its BLAKE3 hash (a lone chunk is the
+/// root). `chunk_size` must be a power of two of at least 1024 bytes (BLAKE3's chunk), so every
+/// chunk but the last is a complete subtree.
+pub fn chunk_entry(bytes: &[u8], index: u64, count: u64, chunk_size: u32) -> Hash {
+    use blake3::hazmat::HasherExt;
+    if count <= 1 {
+        return Hash::of(bytes);
+    }
+    let mut h = blake3::Hasher::new();
+    h.set_input_offset(index.saturating_mul(u64::from(chunk_size)));
+    h.update(bytes);
+    Hash(h.finalize_non_root())
+}
+
+/// The BLAKE3 hash of the whole delivery a chunk table describes: its entries merged as BLAKE3
+/// merges subtrees (left-heavy: the left subtree holds the largest power of two of chunks less
+/// than the total). An empty table is the empty delivery.
+pub fn table_root(table: &[Hash]) -> Hash {
+    use blake3::hazmat::{Mode, merge_subtrees_non_root, merge_subtrees_root};
+    fn merge(t: &[Hash]) -> [u8; 32] {
+        match t {
+            [one] => one.0,
+            _ => {
+                let (l, r) = t.split_at(left_len(t.len()));
+                merge_subtrees_non_root(&merge(l), &merge(r), Mode::Hash)
+            }
+        }
+    }
+    match table {
+        [] => Hash::of(&[]),
+        [one] => *one,
+        _ => {
+            let (l, r) = table.split_at(left_len(table.len()));
+            Hash(*merge_subtrees_root(&merge(l), &merge(r), Mode::Hash).as_bytes())
+        }
+    }
+}
+
+/// The largest power of two less than `n` (n >= 2): the chunks in a left subtree.
+fn left_len(n: usize) -> usize {
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
 
 /// Asks for the records of a keyed dataset whose key field equals `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,3 +178,31 @@ pub struct Receipt {
 }
 
 crate::signed::signed_object!(Receipt, Kind::Receipt, 4 * 1024, requester);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tree shape from 0 to 70 chunks (BLAKE3's own 1 KiB chunks here, so the test is quick)
+    /// merges into the ordinary hash, with a short last chunk and a full one.
+    #[test]
+    fn tables_of_every_shape_merge_into_the_hash() {
+        for count in 0..=70usize {
+            for tail in [1usize, 1024] {
+                let size = if count == 0 { 0 } else { (count - 1) * 1024 + tail };
+                let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+                let table: Vec<Hash> =
+                    data.chunks(1024).enumerate().map(|(i, c)| chunk_entry(c, i as u64, count as u64, 1024)).collect();
+                assert_eq!(table_root(&table), Hash::of(&data), "{count} chunks, last {tail} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn left_subtrees_hold_the_largest_power_of_two_below_the_count() {
+        let cases = [(2, 1), (3, 2), (4, 2), (5, 4), (8, 4), (9, 8), (1000, 512), (1025, 1024)];
+        for (n, left) in cases {
+            assert_eq!(left_len(n), left, "{n}");
+        }
+    }
+}

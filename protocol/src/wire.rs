@@ -148,7 +148,8 @@ pub enum Response {
     Sync(SyncResponse),
     /// The delivery was verified and kept.
     Ack,
-    /// A signed ticket and the chunk table it names (BLAKE3 of each chunk, in order).
+    /// A signed ticket and the chunk table it names (each chunk's entry, in order; they merge
+    /// into the ticket's `content_hash`).
     Ticket {
         #[serde(with = "serde_bytes")]
         ticket: Vec<u8>,

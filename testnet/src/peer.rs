@@ -40,6 +40,10 @@ struct Behaviour {
     rpc: request_response::Behaviour<Codec>,
 }
 
+/// How a test peer answers the RPC requests members send it: the encoded request in, the encoded
+/// response out (`None`: no answer, the member sees the request fail).
+pub type Answerer = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 pub struct TestPeer {
     cmds: mpsc::Sender<Cmd>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -47,8 +51,14 @@ pub struct TestPeer {
 }
 
 impl TestPeer {
-    /// Spawns the peer on the current tokio runtime.
+    /// Spawns the peer on the current tokio runtime; it answers no request.
     pub fn spawn(key: &SecretKey, federation: &str) -> Result<TestPeer> {
+        TestPeer::spawn_answering(key, federation, Arc::new(|_| None))
+    }
+
+    /// Spawns the peer on the current tokio runtime; `answer` answers the requests it receives,
+    /// so it can play a (misbehaving) provider.
+    pub fn spawn_answering(key: &SecretKey, federation: &str, answer: Answerer) -> Result<TestPeer> {
         let keypair = identity::keypair(key);
         let peer_id = keypair.public().to_peer_id();
         let topic = gossipsub::IdentTopic::new(format!("/deltafed/{federation}/catalog/1"));
@@ -101,6 +111,11 @@ impl TestPeer {
                             Some(reply) => { let _ = reply.send(Ok(response)); }
                             None => push(Seen::Response(response)),
                         },
+                        SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { message: request_response::Message::Request { request, channel, .. }, .. })) => {
+                            if let Some(response) = answer(&request) {
+                                let _ = swarm.behaviour_mut().rpc.send_response(channel, response);
+                            }
+                        }
                         SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::OutboundFailure { request_id, error, .. })) => match calls.remove(&request_id) {
                             Some(reply) => { let _ = reply.send(Err(error.to_string())); }
                             None => push(Seen::RequestFailed(error.to_string())),

@@ -1,13 +1,14 @@
 //! Fetch, requester side: find the manifest and a usable grant, sign a fetch request, check the
-//! provider's ticket against the request and the manifest, pull chunks (a window in flight),
-//! verify each against the signed table before the writer thread appends it to the partial
-//! file, resume after interruptions from the last durable verified chunk, and move the file into
-//! place only when the whole hash matched. A signed receipt closes the exchange.
+//! provider's ticket against the request and the manifest and its chunk table against the signed
+//! hash, pull chunks (a window in flight), verify each against its table entry before the writer
+//! thread appends it to the partial file, resume after interruptions from the last durable
+//! verified chunk (without reading it again), and move the file into place only when every chunk
+//! was verified. A signed receipt closes the exchange.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket};
+use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket, chunk_entry, table_root};
 use deltafed_protocol::manifest::{Format, Manifest};
 use deltafed_protocol::wire::Delivery;
 use deltafed_protocol::{DatasetRef, Hash, Nonce, OBJECT_VERSION, Signed};
@@ -241,7 +242,15 @@ impl Node {
         // The writer's account of what is durable is the one the resume state keeps.
         let written = writer.finish().await;
         state.verified = written.verified;
+        let verified = state.verified;
         let failed = |e: std::io::Error| {
+            // A full disk is the operator's to fix, and the verified prefix is kept for it.
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                return Stop::Fatal(Error::Unavailable(format!(
+                    "no space left on the device of {} ({e}); the {verified} verified bytes are kept: free space and run the same fetch again to resume",
+                    partial.data.display()
+                )));
+            }
             Stop::Fatal(Error::internal(
                 "writing the download",
                 format!("cannot write {}: {e}", partial.data.display()),
@@ -255,8 +264,9 @@ impl Node {
                 return Err(stop);
             }
         }
-        let whole = written.whole.map_err(failed)?;
-        if whole != t.content_hash || state.verified != t.size {
+        written.result.map_err(failed)?;
+        // Every chunk matched its table entry and the table the signed hash: the whole matches.
+        if state.verified != t.size {
             partial.discard();
             return Err(Stop::Fatal(Error::refused(format!(
                 "the data does not match the ticket's hash {}; nothing was written to {}",
@@ -275,7 +285,7 @@ impl Node {
             exchange: t.exchange,
             requester: me,
             provider: m.publisher.clone(),
-            content_hash: whole,
+            content_hash: t.content_hash,
             bytes: t.size,
             time: now(),
         };
@@ -328,6 +338,9 @@ impl Node {
             && t.chunk_size == exchange::CHUNK_SIZE
             && table.len() as u64 == count
             && Ticket::table_hash(&table) == t.chunks
+            // The table is the content hash's tree: checked here against the signed hash, it
+            // vouches for each chunk as it arrives.
+            && table_root(&table) == t.content_hash
             // Exactly the projection the grant imposes, never another.
             && &t.fields == fields
             && (t.fields.is_some() || (t.content_hash == m.content_hash && t.size == m.size))
@@ -387,7 +400,7 @@ impl Node {
             };
             let expected = table.get(usize::try_from(index).unwrap_or(usize::MAX)).copied().unwrap_or(Hash([0; 32]));
             let length = t.size.saturating_sub(index * u64::from(t.chunk_size)).min(u64::from(t.chunk_size));
-            if chunk.len() as u64 != length || Hash::of(&chunk) != expected {
+            if chunk.len() as u64 != length || chunk_entry(&chunk, index, count, t.chunk_size) != expected {
                 return Err(Stop::Fatal(Error::refused(format!(
                     "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); {}",
                     t.exchange,
@@ -396,7 +409,7 @@ impl Node {
             }
             done += chunk.len() as u64;
             self.0.metrics.chunk_received(m.publisher.as_str(), chunk.len());
-            if !sink.put(chunk, index + 1 == count).await? {
+            if !sink.put(chunk).await? {
                 // The writer stopped on a disk error; `finish` reports it.
                 return Ok(());
             }
@@ -473,7 +486,7 @@ impl Node {
     ) {
         let t = ticket.body().clone();
         let started = std::time::Instant::now();
-        let mut sink = Sink::Stream { tx: &tx, hasher: Box::default(), expect: t.content_hash };
+        let mut sink = Sink::Stream { tx: &tx };
         let received = match self.receive_chunks(peer, &m, &t, &table, 0, &mut sink, None).await {
             Ok(()) => Ok(()),
             Err(Stop::Fatal(e)) => Err(e),
@@ -562,10 +575,11 @@ pub struct Streaming {
 
 /// Where verified chunks go.
 enum Sink<'a> {
-    /// The partial file of a fetch; its writer thread hashes the whole and syncs.
+    /// The partial file of a fetch; its writer thread appends and syncs.
     File { writer: &'a exchange::Writer, out: &'a std::path::Path },
-    /// A local application's response; the whole hash is checked before the last chunk leaves.
-    Stream { tx: &'a mpsc::Sender<Result<bytes::Bytes, Error>>, hasher: Box<blake3::Hasher>, expect: Hash },
+    /// A local application's response. Each chunk was checked against the table, and the table
+    /// against the signed hash, so the last chunk leaves only if the whole matches.
+    Stream { tx: &'a mpsc::Sender<Result<bytes::Bytes, Error>> },
 }
 
 impl Sink<'_> {
@@ -577,27 +591,19 @@ impl Sink<'_> {
         }
     }
 
-    /// Hands over one verified chunk (`last`: the final one). `Ok(false)`: the file writer
+    /// Hands over one verified chunk. `Ok(false)`: the file writer
     /// stopped (its error is reported by `finish`).
-    async fn put(&mut self, chunk: Vec<u8>, last: bool) -> Result<bool, Stop> {
+    async fn put(&mut self, chunk: Vec<u8>) -> Result<bool, Stop> {
         match self {
             Sink::File { writer, .. } => Ok(writer.write(chunk).await),
-            Sink::Stream { tx, hasher, expect } => {
-                hasher.update(&chunk);
-                if last && Hash::from(hasher.finalize()) != *expect {
-                    return Err(Stop::Fatal(Error::refused(format!(
-                        "the data does not match the ticket's hash {expect}; nothing unverified was sent"
-                    ))));
-                }
-                match tokio::time::timeout(STREAM_STALL, tx.send(Ok(chunk.into()))).await {
-                    Ok(Ok(())) => Ok(true),
-                    Ok(Err(_)) => Err(Stop::Fatal(Error::Unavailable("the application closed the connection".into()))),
-                    Err(_) => Err(Stop::Fatal(Error::Unavailable(format!(
-                        "the application took no data for {}s",
-                        STREAM_STALL.as_secs()
-                    )))),
-                }
-            }
+            Sink::Stream { tx } => match tokio::time::timeout(STREAM_STALL, tx.send(Ok(chunk.into()))).await {
+                Ok(Ok(())) => Ok(true),
+                Ok(Err(_)) => Err(Stop::Fatal(Error::Unavailable("the application closed the connection".into()))),
+                Err(_) => Err(Stop::Fatal(Error::Unavailable(format!(
+                    "the application took no data for {}s",
+                    STREAM_STALL.as_secs()
+                )))),
+            },
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket};
+use deltafed_protocol::exchange::{FetchRequest, Receipt, Ticket, table_root};
 use deltafed_protocol::wire;
 use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed, Timestamp};
 
@@ -234,17 +234,27 @@ impl Node {
 
 /// The chunk table of a published blob, computed once and kept (1 GiB costs ~0.1 s to hash, but
 /// the cached table also lets a blob corrupted on disk after publishing be caught chunk by chunk).
+/// A kept table is used only if it still merges into the blob's hash; a table computed now must
+/// too, or the blob no longer holds what was published.
 fn cached_table(store: &Store, hash: &Hash, file: &std::fs::File, size: u64) -> Result<Vec<Hash>, Error> {
-    let mut key = b"chunks/".to_vec();
+    // `cvs/`: tables of chaining values (the `chunks/` tables before them held plain hashes).
+    let mut key = b"cvs/".to_vec();
     key.extend_from_slice(&hash.0);
     if let Ok(Some(b)) = store.get(Cf::Exchanges, &key)
         && let Some(t) = exchange::parse_table(&b)
         && t.len() as u64 == Ticket::chunk_count(size, exchange::CHUNK_SIZE)
+        && table_root(&t) == *hash
     {
         return Ok(t);
     }
-    let (table, _) = exchange::chunk_table(file, size, exchange::CHUNK_SIZE)
+    let (table, whole) = exchange::chunk_table(file, size, exchange::CHUNK_SIZE)
         .map_err(|e| Error::internal("hashing the chunk table", e))?;
+    if whole != *hash {
+        return Err(Error::internal(
+            "reading the blob",
+            format!("the stored blob {hash} no longer has that hash (damaged on disk); publish it again"),
+        ));
+    }
     store.put(Cf::Exchanges, &key, &exchange::table_bytes(&table))?;
     Ok(table)
 }

@@ -1,22 +1,22 @@
 //! Authorized exchanges between real nodes: requests, grants, fetches (whole, projected,
-//! resumed, revoked, corrupted, from a provider lying about its chunks), record queries, sharing attributes, replay protection, and the
-//! provenance both sides keep.
+//! a refusal by the provider), record queries, sharing attributes, replay protection, and the
+//! provenance both sides keep. Transfers themselves (resume, corruption, revocation in flight, a
+//! full disk) are in transfer.rs.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use deltafed_protocol::access::Revocation;
-use deltafed_protocol::exchange::{FetchRequest, Ticket, chunk_entry, table_root};
+use deltafed_protocol::exchange::FetchRequest;
 use deltafed_protocol::wire;
-use deltafed_protocol::{ExchangeId, Hash, Nonce, OBJECT_VERSION, Signed, Timestamp};
+use deltafed_protocol::{Nonce, OBJECT_VERSION, Signed, Timestamp};
+use deltafed_testnet::Federation;
 use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
-use deltafed_testnet::{Federation, path_str};
 use serde_json::Value;
 
-const CONNECT: Duration = Duration::from_secs(20);
-const SOON: Duration = Duration::from_secs(10);
+mod common;
+use common::*;
 
 /// Business licences with the CSV edge cases a projection must survive.
 const LICENCES: &str = "company_id,name,legal_rep,capital,status\n\
@@ -28,42 +28,9 @@ const LICENCES: &str = "company_id,name,legal_rep,capital,status\n\
 const PERMITS: &str = "{\"permit\":\"P1\",\"holder\":\"Acme\",\"secret\":\"s1\",\"level\":3}\n\
 {\"permit\":\"P2\",\"holder\":\"Beta\",\"secret\":\"s2\",\"level\":1}\n";
 
-fn file(fed: &Federation, name: &str, content: &[u8]) -> Result<String> {
-    let p = fed.root().join(name);
-    std::fs::write(&p, content)?;
-    Ok(path_str(&p)?.to_string())
-}
-
-fn out(fed: &Federation, name: &str) -> Result<String> {
-    Ok(path_str(&fed.root().join(name))?.to_string())
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn refused(fed: &Federation, member: &str, args: &[&str]) -> Result<String> {
-    let o = fed.cli(member, args)?;
-    assert!(
-        !o.status.success(),
-        "{member}: {args:?} should have been refused; stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    Ok(String::from_utf8_lossy(&o.stderr).to_string())
-}
-
 fn csv_rows(path: &str) -> Result<Vec<Vec<String>>> {
     let mut r = csv::ReaderBuilder::new().has_headers(false).from_path(path)?;
     Ok(r.records().map(|rec| rec.map(|r| r.iter().map(String::from).collect())).collect::<Result<_, _>>()?)
-}
-
-fn started(members: &[&str]) -> Result<Federation> {
-    let mut fed = Federation::init(members)?;
-    fed.start_all()?;
-    fed.wait_mesh(members, CONNECT)?;
-    Ok(fed)
-}
-
-fn wait_catalog(fed: &mut Federation, member: &str, entry: &str) -> Result<()> {
-    let e = entry.to_string();
-    fed.wait_for(&format!("{entry} in {member}'s catalog"), SOON, |f| Ok(f.catalog(member)?.contains(&e)))
 }
 
 /// A member's provenance entries about exchanges (served, received, refused), newest first.
@@ -548,301 +515,6 @@ fn a_delivery_queued_for_an_offline_member_survives_the_senders_restart() -> Res
 }
 
 /// A large raw dataset (random bytes) served slowly, so a test can act in the middle of a fetch.
-fn slow_provider(fed: &mut Federation, members: &[&str], mib: usize) -> Result<(String, Vec<u8>)> {
-    fed.configure("zhejiang", "serve_rate_limit = 4194304")?;
-    fed.start_all()?;
-    fed.wait_mesh(members, CONNECT)?;
-    let mut data = vec![0u8; mib << 20];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for chunk in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    let path = file(fed, "big.bin", &data)?;
-    fed.json("zhejiang", &["publish", &path, "--dataset", "big", "--title", "Big"])?;
-    wait_catalog(fed, "shanghai", "zhejiang/big@1")?;
-    let g = fed.json("zhejiang", &["grant", "big", "--to", "shanghai", "--purpose", "bulk transfer"])?;
-    Ok((g["grant_id"].as_str().context("grant_id")?.to_string(), data))
-}
-
-fn partial_len(fed: &Federation, name: &str) -> u64 {
-    std::fs::metadata(fed.root().join(format!(".{name}.deltafed-partial"))).map(|m| m.len()).unwrap_or(0)
-}
-
-fn wait_child(child: std::process::Child, limit: Duration) -> Result<std::process::Output> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    Ok(rx.recv_timeout(limit).context("the fetch did not finish in time")??)
-}
-
-#[test]
-fn fetch_resumes_after_the_provider_is_killed_mid_transfer() -> Result<()> {
-    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
-    let (_, data) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 24)?;
-    let target = out(&fed, "big.out")?;
-    let child = fed.spawn_cli("shanghai", &["fetch", "zhejiang/big", "--out", &target, "--json"])?;
-    fed.wait_for("part of the data to arrive", Duration::from_secs(30), |f| Ok(partial_len(f, "big.out") >= 2 << 20))?;
-    fed.kill("zhejiang")?;
-    assert!(!Path::new(&target).exists(), "nothing is written before the whole is verified");
-    fed.start("zhejiang")?;
-    let o = wait_child(child, Duration::from_secs(120))?;
-    assert!(o.status.success(), "the fetch resumed and finished: {}", String::from_utf8_lossy(&o.stderr));
-    let res: Value = serde_json::from_slice(&o.stdout)?;
-    assert!(res["resumed_from"].as_u64().is_some_and(|r| r >= 2 << 20), "{res}");
-    assert!(std::fs::read(&target)? == data, "the resumed file is byte-identical");
-    assert_eq!(partial_len(&fed, "big.out"), 0, "no partial file left");
-    Ok(())
-}
-
-/// The length the requester's saved state vouches for (its only unfinished fetch).
-fn vouched(fed: &Federation, member: &str) -> Result<u64> {
-    let dir = fed.data_dir(member).join("partial");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
-    let mut verified = 0;
-    for e in entries {
-        let path = e?.path();
-        if path.extension().is_some_and(|x| x == "json") {
-            let st: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-            verified = verified.max(st["verified"].as_u64().unwrap_or(0));
-        }
-    }
-    Ok(verified)
-}
-
-/// A resume checks new chunks against the signed table and does not read back what it already
-/// verified: a byte changed on the requester's own disk inside the vouched-for prefix, while the
-/// provider is down, is still there in the output. (Hashing the prefix again, as a resume once
-/// did, would have refused the whole file.)
-#[test]
-fn a_resume_does_not_read_the_verified_prefix_again() -> Result<()> {
-    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
-    let (_, data) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 16)?;
-    let target = out(&fed, "big.out")?;
-    let child = fed.spawn_cli("shanghai", &["fetch", "zhejiang/big", "--out", &target, "--json"])?;
-    fed.wait_for("part of the data to arrive", Duration::from_secs(30), |f| Ok(partial_len(f, "big.out") >= 2 << 20))?;
-    fed.kill("zhejiang")?;
-    // When it notices the break (over QUIC, when the connection times out), the requester syncs
-    // and vouches for what it wrote, then waits for the provider.
-    fed.wait_for("the requester to vouch for a verified prefix", Duration::from_secs(90), |f| {
-        Ok(vouched(f, "shanghai")? >= 1 << 20)
-    })?;
-    let at = 1000;
-    let partial = fed.root().join(".big.out.deltafed-partial");
-    let mut f = std::fs::OpenOptions::new().write(true).open(&partial)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at as u64))?;
-    f.write_all(&[data[at] ^ 0xff])?;
-    drop(f);
-    fed.start("zhejiang")?;
-    let o = wait_child(child, Duration::from_secs(120))?;
-    assert!(o.status.success(), "the fetch resumed and finished: {}", String::from_utf8_lossy(&o.stderr));
-    let res: Value = serde_json::from_slice(&o.stdout)?;
-    assert!(res["resumed_from"].as_u64().is_some_and(|r| r >= 1 << 20), "{res}");
-    let got = std::fs::read(&target)?;
-    assert_eq!(got.len(), data.len());
-    assert_eq!(got[at], data[at] ^ 0xff, "the prefix was not read again");
-    assert!(got[..at] == data[..at] && got[at + 1..] == data[at + 1..], "everything else is the provider's data");
-    Ok(())
-}
-
-/// A provider that lies about its chunks: a raw peer holding zhejiang's key (its node stopped)
-/// signs honest tickets, then sends chunk 1 altered, or sends a table that does not merge into
-/// the signed hash. The first is refused at that chunk, the second before any chunk is asked;
-/// nothing reaches the output either way.
-#[test]
-fn a_provider_sending_a_chunk_not_in_its_table_is_refused() -> Result<()> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let mut fed = started(&["shanghai", "zhejiang"])?;
-    let data: Vec<u8> = (0..(3u32 << 20) + 5).map(|i| (i % 239) as u8).collect();
-    let path = file(&fed, "d.bin", &data)?;
-    fed.json("zhejiang", &["publish", &path, "--dataset", "d", "--title", "D", "--sharing", "unconditional"])?;
-    wait_catalog(&mut fed, "shanghai", "zhejiang/d@1")?;
-    fed.stop("zhejiang")?;
-    let key = deltafed_node::keyfile::read(&fed.data_dir("zhejiang").join("node.key"))?;
-    let chunk = 1usize << 20;
-    let count = data.len().div_ceil(chunk) as u64;
-    let table: Vec<Hash> =
-        data.chunks(chunk).enumerate().map(|(i, c)| chunk_entry(c, i as u64, count, chunk as u32)).collect();
-    assert_eq!(table_root(&table), Hash::of(&data), "the honest table merges into the data's hash");
-    let bad_table = Arc::new(AtomicBool::new(false));
-    let chunks_asked = Arc::new(AtomicUsize::new(0));
-    let (bad, asked, k) = (bad_table.clone(), chunks_asked.clone(), key.clone());
-    let answer = move |bytes: &[u8]| -> Option<Vec<u8>> {
-        let response = match wire::Request::decode(bytes).ok()? {
-            wire::Request::Fetch(req) => {
-                let req = Signed::<FetchRequest>::decode(&req).ok()?;
-                let mut sent = table.clone();
-                if bad.load(Ordering::SeqCst) {
-                    sent[2] = Hash::of(b"some other chunk");
-                }
-                let r = req.body();
-                let ticket = Ticket {
-                    v: OBJECT_VERSION,
-                    exchange: ExchangeId([7; 16]),
-                    request: req.hash(),
-                    provider: "zhejiang".parse().ok()?,
-                    requester: r.requester.clone(),
-                    dataset: r.dataset.clone(),
-                    version: 1,
-                    fields: None,
-                    content_hash: Hash::of(&data),
-                    size: data.len() as u64,
-                    offset: r.offset,
-                    chunk_size: chunk as u32,
-                    chunks: Ticket::table_hash(&sent),
-                    time: Timestamp::from_system(std::time::SystemTime::now()),
-                };
-                wire::Response::Ticket {
-                    ticket: Signed::sign(ticket, &k).ok()?.into_bytes(),
-                    chunk_hashes: sent.iter().flat_map(|h| h.0).collect(),
-                }
-            }
-            wire::Request::Chunk { index, .. } => {
-                asked.fetch_add(1, Ordering::SeqCst);
-                let start = usize::try_from(index).ok()? * chunk;
-                let mut bytes = data.get(start..(start + chunk).min(data.len()))?.to_vec();
-                if index == 1 {
-                    bytes[7] ^= 0x01;
-                }
-                wire::Response::Chunk(bytes)
-            }
-            _ => wire::Response::Refused("not served by this test peer".into()),
-        };
-        response.encode().ok()
-    };
-    let rt = tokio::runtime::Runtime::new()?;
-    let _guard = rt.enter();
-    let liar = TestPeer::spawn_answering(&key, "yrd-testnet", Arc::new(answer))?;
-    let (sh, addr) = member_addr(&fed.data_dir("shanghai"), fed.base_port())?;
-    rt.block_on(liar.dial(addr))?;
-    rt.block_on(liar.wait_for("shanghai to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == sh)))?;
-
-    let target = out(&fed, "d.out")?;
-    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
-    assert!(err.contains("chunk 1") && err.contains("does not match") && err.contains("nothing was written"), "{err}");
-    assert!(chunks_asked.load(Ordering::SeqCst) >= 2, "chunks were asked and chunk 1 refused");
-    assert!(!Path::new(&target).exists());
-    assert_eq!(partial_len(&fed, "d.out"), 0, "the partial data of a lying provider is discarded");
-
-    bad_table.store(true, Ordering::SeqCst);
-    chunks_asked.store(0, Ordering::SeqCst);
-    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
-    assert!(err.contains("does not match the request or the manifest"), "{err}");
-    assert_eq!(chunks_asked.load(Ordering::SeqCst), 0, "a table that is not the signed hash's is refused first");
-    assert!(!Path::new(&target).exists());
-    Ok(())
-}
-
-/// A small tmpfs mounted for one test, unmounted when it ends however it ends.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    /// Needs the right to mount (root): the only way to make a real filesystem run out of space.
-    fn mount(dir: &Path, size: &str) -> Result<SmallDisk> {
-        std::fs::create_dir_all(dir)?;
-        let o = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs", path_str(dir)?])
-            .output()?;
-        anyhow::ensure!(
-            o.status.success(),
-            "this test mounts a small tmpfs and needs root for it: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(SmallDisk(dir.to_path_buf()))
-    }
-
-    fn grow(&self, size: &str) -> Result<()> {
-        let o = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}"), path_str(&self.0)?])
-            .output()?;
-        anyhow::ensure!(o.status.success(), "remount: {}", String::from_utf8_lossy(&o.stderr));
-        Ok(())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// A fetch onto a disk that fills up stops with an error that says so, keeps the chunks it
-/// verified and made durable, and resumes from them once there is space.
-#[test]
-fn a_fetch_that_fills_the_disk_keeps_its_prefix_and_resumes_when_space_is_free() -> Result<()> {
-    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
-    let (_, data) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 12)?;
-    let disk = SmallDisk::mount(&fed.root().join("small"), "5m")?;
-    let target = path_str(&disk.0.join("big.out"))?.to_string();
-    let partial = disk.0.join(".big.out.deltafed-partial");
-    let o = fed.cli("shanghai", &["fetch", "zhejiang/big", "--out", &target])?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("no space left") && err.contains("resume"), "{err}");
-    let kept = vouched(&fed, "shanghai")?;
-    assert!(kept >= 1 << 20 && kept % (1 << 20) == 0 && kept < data.len() as u64, "kept {kept}");
-    let on_disk = std::fs::read(&partial)?;
-    assert!(on_disk.len() as u64 >= kept && on_disk[..kept as usize] == data[..kept as usize]);
-    assert!(!Path::new(&target).exists());
-
-    disk.grow("64m")?;
-    let res = fed.json("shanghai", &["fetch", "zhejiang/big", "--out", &target])?;
-    assert_eq!(res["resumed_from"].as_u64(), Some(kept), "{res}");
-    assert!(std::fs::read(&target)? == data, "the resumed file is byte-identical");
-    assert!(!partial.exists());
-    Ok(())
-}
-
-#[test]
-fn revocation_stops_a_fetch_in_flight() -> Result<()> {
-    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
-    let (gid, _) = slow_provider(&mut fed, &["shanghai", "zhejiang"], 32)?;
-    let target = out(&fed, "big.out")?;
-    let child = fed.spawn_cli("shanghai", &["fetch", "zhejiang/big", "--out", &target])?;
-    fed.wait_for("part of the data to arrive", Duration::from_secs(30), |f| Ok(partial_len(f, "big.out") >= 1 << 20))?;
-    fed.json("zhejiang", &["revoke", &gid, "--reason", "emergency stop"])?;
-    let o = wait_child(child, Duration::from_secs(60))?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("revoked") && err.contains("emergency stop"),
-        "status {:?} stderr {err} stdout {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout)
-    );
-    assert!(!Path::new(&target).exists());
-    assert_eq!(partial_len(&fed, "big.out"), 0, "the unauthorised partial data is discarded");
-    Ok(())
-}
-
-#[test]
-fn a_corrupted_chunk_is_detected_and_nothing_is_written() -> Result<()> {
-    let mut fed = started(&["shanghai", "zhejiang"])?;
-    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
-    let path = file(&fed, "d.bin", &data)?;
-    let p = fed.json("zhejiang", &["publish", &path, "--dataset", "d", "--title", "D"])?;
-    wait_catalog(&mut fed, "shanghai", "zhejiang/d@1")?;
-    fed.json("zhejiang", &["grant", "d", "--to", "shanghai", "--purpose", "p"])?;
-    // The provider's stored copy rots after publishing: one bit in the second chunk.
-    let blob = fed.data_dir("zhejiang").join("blobs").join(p["content_hash"].as_str().context("hash")?);
-    let mut perms = std::fs::metadata(&blob)?.permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&blob, perms)?;
-    let mut f = std::fs::OpenOptions::new().write(true).open(&blob)?;
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start((1 << 20) + 12345))?;
-    f.write_all(&[data[(1 << 20) + 12345] ^ 0x01])?;
-    drop(f);
-    let target = out(&fed, "d.out")?;
-    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
-    assert!(err.contains("chunk 1") && err.contains("does not match") && err.contains("nothing was written"), "{err}");
-    assert!(!Path::new(&target).exists());
-    assert_eq!(partial_len(&fed, "d.out"), 0);
-    Ok(())
-}
-
 #[test]
 fn provenance_verify_detects_an_altered_entry_and_a_truncated_regrown_log() -> Result<()> {
     use deltafed_node::provenance::{Provenance, Record};

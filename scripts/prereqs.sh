@@ -19,6 +19,8 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 # The demo calls the application gateway the way an application would.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# A real PostgreSQL server for the database-source tests (the harness starts its own cluster).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)"
   SUDO=""

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deltafed_node::DataDir;
 
-use crate::{apps, audit, exchange, init, remote, roster, run, testnet};
+use crate::{apps, audit, exchange, init, remote, roster, run, sources, testnet};
 
 #[derive(Debug, Parser)]
 #[command(name = "deltafed", version, about = "A node of the Yangtze River Delta data federation", long_about = None)]
@@ -119,6 +119,9 @@ pub enum Command {
     /// Local applications of the gateway: their datasets, rates and bearer tokens.
     #[command(subcommand)]
     App(apps::AppCommand),
+    /// Database connections that datasets are published from (`publish --source`).
+    #[command(subcommand)]
+    Source(sources::SourceCommand),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -144,5 +147,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Query { dataset, keys } => exchange::query(g, dataset, keys),
         Command::Provenance(a) => audit::run(g, a),
         Command::App(cmd) => apps::run(g, cmd),
+        Command::Source(cmd) => sources::run(g, cmd),
     }
 }

@@ -12,6 +12,7 @@ mod output;
 mod remote;
 mod roster;
 mod run;
+mod sources;
 mod testnet;
 
 use std::process::ExitCode;

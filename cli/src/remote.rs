@@ -10,6 +10,7 @@ use deltafed_node::admin::api::{
     self, CatalogItem, ManifestView, Peer, PublishRequest, Published, Request, Status, Withdrawn,
 };
 use deltafed_node::admin::client::Client;
+use deltafed_node::sources::Selection;
 use deltafed_protocol::manifest::{Classification, Format, Sharing};
 use deltafed_protocol::{DatasetId, DatasetRef, MemberId};
 
@@ -23,8 +24,26 @@ pub fn client(g: &Global) -> Result<Client> {
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// The data file (CSV, JSON Lines, or anything else as raw bytes).
-    pub file: PathBuf,
+    /// The data file (CSV, JSON Lines, or anything else as raw bytes); or --source.
+    #[arg(required_unless_present = "source")]
+    pub file: Option<PathBuf>,
+    /// Publish a snapshot of a database source instead of a file (see `deltafed source add`):
+    /// with --table or --sql. Columns keep their database types (docs/sources.md).
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub source: Option<String>,
+    /// The table (or SCHEMA.TABLE) to publish, every column.
+    #[arg(long, value_name = "TABLE", requires = "source", conflicts_with = "sql")]
+    pub table: Option<String>,
+    /// One SELECT statement to publish the rows of (run in a read-only transaction).
+    #[arg(long, value_name = "QUERY", requires = "source", required_unless_present_any = ["file", "table"])]
+    pub sql: Option<String>,
+    /// Answer record calls from the table itself, as it is when called (needs --table and
+    /// --key-field, and an index on the key column). Fetch still delivers the snapshot.
+    #[arg(long, requires = "table")]
+    pub live: bool,
+    /// Republish on this period (15m, 1h, 1d); a new version is made only when the data changed.
+    #[arg(long, value_name = "DURATION", requires = "source")]
+    pub every: Option<String>,
     /// Dataset id, e.g. business-licences.
     #[arg(long)]
     pub dataset: DatasetId,
@@ -103,7 +122,39 @@ pub fn peers(g: &Global) -> Result<ExitCode> {
 }
 
 pub fn publish(g: &Global, a: PublishArgs) -> Result<ExitCode> {
-    let path = std::path::absolute(&a.file).with_context(|| format!("cannot resolve {}", a.file.display()))?;
+    if let Some(source) = a.source {
+        let selection = match (a.table, a.sql) {
+            (Some(t), _) => Selection::Table(t),
+            (None, Some(q)) => Selection::Sql(q),
+            (None, None) => anyhow::bail!("--source needs --table or --sql"),
+        };
+        let req = Request::PublishSource(api::SourcePublishRequest {
+            source,
+            selection,
+            dataset: a.dataset,
+            title: a.title,
+            description: a.description,
+            classification: a.classification,
+            sharing: a.sharing,
+            key_field: a.key_field,
+            format: a.format,
+            live: a.live,
+            every: a.every,
+        });
+        let p: api::SourcePublished = client(g)?.call(&req)?;
+        return emit(g.json, &p, || {
+            let mut s = format!("{}/{}@{} {}", p.publisher, p.dataset, p.version, p.content_hash);
+            if p.live {
+                s += " (live)";
+            }
+            if let Some(e) = &p.every {
+                s += &format!(", republished every {e} when changed");
+            }
+            s
+        });
+    }
+    let Some(file) = a.file else { anyhow::bail!("give a FILE or --source") };
+    let path = std::path::absolute(&file).with_context(|| format!("cannot resolve {}", file.display()))?;
     let req = Request::Publish(PublishRequest {
         path,
         dataset: a.dataset,

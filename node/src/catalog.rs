@@ -324,6 +324,7 @@ mod tests {
                 records: 0,
                 content_hash: Hash([1; 32]),
                 created: Timestamp(1_700_000_000_000),
+                live: false,
             };
             Signed::sign(m, &key).expect("sign").into_bytes()
         };

@@ -102,6 +102,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Prometheus metrics and the health probes.
     pub metrics: MetricsConfig,
+    /// Database sources (`deltafed source add`): connections, timeouts, schedules.
+    pub sources: SourcesConfig,
 }
 
 /// The shortest `archive_after` accepted: the law asks for logs kept at least six months
@@ -288,6 +290,34 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// `[sources]`: how the node uses the databases it publishes from (docs/sources.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Connections kept open to each source for live record calls. Default 8.
+    pub pool_size: usize,
+    /// Longest a statement may run before the database cancels it and the caller is told the
+    /// source is unavailable (503). Default `5s`.
+    #[serde(with = "duration")]
+    #[schemars(with = "String")]
+    pub statement_timeout: Duration,
+    /// Longest the node waits to open a connection, or for a free one from the pool. Default
+    /// `5s`.
+    #[serde(with = "duration")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9480)) }
@@ -316,6 +346,7 @@ impl Default for Config {
             provenance: ProvenanceConfig::default(),
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
 }
@@ -351,6 +382,12 @@ impl Config {
                 self.storage.write_buffers,
                 ByteSize(StorageConfig::MIN_WRITE_BUFFERS)
             ));
+        }
+        if !(1..=256).contains(&self.sources.pool_size) {
+            return Err(format!("[sources] pool_size = {} must be 1 to 256", self.sources.pool_size));
+        }
+        if self.sources.statement_timeout.is_zero() || self.sources.connect_timeout.is_zero() {
+            return Err("[sources] statement_timeout and connect_timeout must be above zero".into());
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ pub mod policy;
 pub mod provenance;
 pub mod rosterfile;
 pub mod rpc;
+pub mod sources;
 pub mod store;
 
 pub use config::Config;

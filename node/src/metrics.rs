@@ -174,7 +174,7 @@ impl Tally {
             match o {
                 Outcome::Answered { .. } => t.answered += 1,
                 Outcome::Deferred => t.deferred += 1,
-                Outcome::Refused { reason } => {
+                Outcome::Refused { reason } | Outcome::Unavailable { reason } => {
                     let r = Reason::of(reason);
                     match t.refused.iter_mut().find(|(k, _)| *k == r) {
                         Some((_, n)) => *n += 1,
@@ -335,7 +335,7 @@ impl Metrics {
             bytes += records as u64;
             match o {
                 Outcome::Answered { .. } => answered += 1,
-                Outcome::Refused { .. } => refused += 1,
+                Outcome::Refused { .. } | Outcome::Unavailable { .. } => refused += 1,
                 Outcome::Deferred => deferred += 1,
             }
         }

@@ -53,11 +53,13 @@ mod observe;
 mod publish;
 mod query;
 mod serve;
+mod sources;
 mod sync;
 
 pub use deliveries::Sent;
 pub use error::Error;
 pub use fetch::{Fetched, Streaming};
+pub use sources::Schedule;
 
 use crate::access::Access;
 use crate::admin;
@@ -171,6 +173,10 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     /// Where the metrics listener actually listens (`status`).
     metrics_url: String,
+    /// Connection pools of the sources live datasets read.
+    live: crate::sources::live::Live,
+    /// Wakes the scheduler of `publish --every` when a schedule changes.
+    schedules_changed: tokio::sync::Notify,
 }
 
 fn now() -> Timestamp {
@@ -323,6 +329,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
     );
     let limits = crate::catalog::Limits { datasets: config.member_datasets, versions: config.dataset_versions };
     let audit_key = provenance::audit_key(&key);
+    let (store_for_live, sources_config) = (store.clone(), config.sources);
     let node = Node(Arc::new(Inner {
         config,
         key,
@@ -350,6 +357,8 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         gateway_url: gateway.url().to_string(),
         metrics: crate::metrics::Metrics::new(),
         metrics_url,
+        live: crate::sources::live::Live::new(store_for_live, sources_config),
+        schedules_changed: tokio::sync::Notify::new(),
     }));
     node.record_roster_if_new();
     tasks.spawn(event_loop.run());
@@ -359,6 +368,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
     tasks.spawn(audit::archiving(node.clone(), shutdown.clone()));
     tasks.spawn(gateway::serve(gateway, node.clone(), tasks.clone(), shutdown.clone()));
     tasks.spawn(apps::flush_usage(node.clone(), shutdown.clone()));
+    tasks.spawn(sources::schedules(node.clone(), shutdown.clone()));
     health.running(node.clone());
 
     stop.await;

@@ -398,6 +398,7 @@ mod tests {
             records: 1,
             content_hash: Hash([7; 32]),
             created: T,
+            live: false,
         }
     }
 

@@ -93,9 +93,21 @@ crate::signed::signed_object!(CallBatch, Kind::CallBatch, 2 * 1024, requester);
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Answered with `count` records whose JSON array (as sent) hashes to `records`.
-    Answered { version: u64, fields: Option<Vec<String>>, records: Hash, count: u64 },
+    /// `read` is when a live dataset's rows were read from its database (absent for a
+    /// published snapshot).
+    Answered {
+        version: u64,
+        fields: Option<Vec<String>>,
+        records: Hash,
+        count: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        read: Option<Timestamp>,
+    },
     /// Refused, with the reason.
     Refused { reason: String },
+    /// Authorized, but the data could not be read now (a live dataset's database is down or
+    /// slow); the requester may call again.
+    Unavailable { reason: String },
     /// Not answered in this batch (its answer would have made the response too large); the
     /// requester calls again.
     Deferred,
@@ -210,7 +222,21 @@ mod tests {
     #[test]
     fn results_round_trip_in_one_encoding() {
         for outcome in [
-            Outcome::Answered { version: 2, fields: Some(vec!["name".into()]), records: Hash([4; 32]), count: 1 },
+            Outcome::Answered {
+                version: 2,
+                fields: Some(vec!["name".into()]),
+                records: Hash([4; 32]),
+                count: 1,
+                read: None,
+            },
+            Outcome::Answered {
+                version: 2,
+                fields: None,
+                records: Hash([4; 32]),
+                count: 0,
+                read: Some(Timestamp(1_700_000_000_000)),
+            },
+            Outcome::Unavailable { reason: "database down".into() },
             Outcome::Refused { reason: "no grant".into() },
             Outcome::Deferred,
         ] {

@@ -118,6 +118,11 @@ pub struct Manifest {
     pub records: u64,
     pub content_hash: Hash,
     pub created: Timestamp,
+    /// Record calls are answered from the publisher's database as it is now, not from the
+    /// snapshot `content_hash` names (which fetch still delivers). Absent when false, so the
+    /// encoding of every other manifest is unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 impl Manifest {

@@ -64,6 +64,7 @@ fn manifest() -> Manifest {
         records: 10,
         content_hash: Hash::of(b"data"),
         created: T0,
+        live: false,
     }
 }
 

@@ -12,6 +12,7 @@ mod ceiling;
 mod cpu;
 mod durability;
 mod footprint;
+mod live;
 mod load;
 mod provenance;
 mod queries;
@@ -101,6 +102,9 @@ pub fn main() -> Result<()> {
     }
     if want("calls") {
         rows.extend(calls::run(&sizes).context("sharing calls")?);
+    }
+    if want("live") {
+        rows.extend(live::run(&sizes).context("live calls")?);
     }
     if want("spread") {
         rows.extend(spread::run(&sizes).context("spread")?);

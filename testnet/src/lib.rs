@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod peer;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};

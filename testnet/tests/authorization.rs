@@ -437,6 +437,7 @@ fn a_far_future_time_is_refused_and_breaks_nothing() -> Result<()> {
             records: 0,
             content_hash: Hash([1; 32]),
             created,
+            live: false,
         };
         Ok(Gossip::Manifest(Signed::sign(m, &rogue.key)?.into_bytes()).encode()?)
     };

@@ -222,6 +222,7 @@ fn manifest(publisher: &str, dataset: &str, title: &str) -> Result<Manifest> {
         records: 0,
         content_hash: Hash::of(b"data"),
         created: Timestamp(1_795_000_000_000),
+        live: false,
     })
 }
 

@@ -108,6 +108,42 @@ pub enum Request {
     AppRemove {
         app: String,
     },
+    /// Register a database connection (`deltafed source add`).
+    SourceAdd {
+        name: String,
+        url: String,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        #[serde(default)]
+        password_env: Option<String>,
+    },
+    SourceList,
+    SourceRemove {
+        name: String,
+    },
+    /// `deltafed publish --source ...`.
+    PublishSource(SourcePublishRequest),
+}
+
+/// A snapshot of a table or query as a dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourcePublishRequest {
+    pub source: String,
+    pub selection: crate::sources::Selection,
+    pub dataset: DatasetId,
+    pub title: String,
+    pub description: String,
+    pub classification: Classification,
+    pub sharing: Sharing,
+    pub key_field: Option<String>,
+    /// csv or jsonl (the default).
+    pub format: Option<Format>,
+    /// Record calls are answered from the table itself.
+    #[serde(default)]
+    pub live: bool,
+    /// Republish on this period (`15m`, `1h`), making a version only when the data changed.
+    #[serde(default)]
+    pub every: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +238,47 @@ pub struct Published {
     pub records: u64,
 }
 
+/// What `publish --source` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourcePublished {
+    pub publisher: String,
+    pub dataset: String,
+    pub version: u64,
+    pub content_hash: String,
+    pub size: u64,
+    pub records: u64,
+    pub live: bool,
+    /// The schedule, when `--every` was given.
+    pub every: Option<String>,
+}
+
+/// A source as shown: the URL with its password replaced by `***`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceView {
+    pub name: String,
+    pub url: String,
+    /// `none`, `url`, `file:PATH` or `env:VAR`: where the password comes from.
+    pub password: String,
+    pub created: String,
+    pub schedules: Vec<ScheduleView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub dataset: String,
+    pub every: String,
+    /// RFC 3339.
+    pub next: String,
+    /// When the last run was and what it did.
+    pub last: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceRemoved {
+    pub name: String,
+    pub removed: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Withdrawn {
     pub publisher: String,
@@ -222,6 +299,9 @@ pub struct CatalogItem {
     pub records: u64,
     pub content_hash: String,
     pub created: String,
+    /// Record calls are answered from the publisher's database as it is when called.
+    #[serde(default)]
+    pub live: bool,
 }
 
 impl From<&Manifest> for CatalogItem {
@@ -238,6 +318,7 @@ impl From<&Manifest> for CatalogItem {
             records: m.records,
             content_hash: m.content_hash.to_string(),
             created: m.created.to_string(),
+            live: m.live,
         }
     }
 }
@@ -387,6 +468,9 @@ pub struct QueryResult {
     /// The dataset version that answered.
     #[serde(default)]
     pub version: Option<u64>,
+    /// For a live dataset: when the rows were read from the provider's database (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
 }
 
 /// The answers for several keys: one result per key, in order, each with records or an error.
@@ -406,6 +490,8 @@ pub struct KeyResult {
     pub records: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

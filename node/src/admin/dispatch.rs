@@ -155,6 +155,7 @@ impl Node {
                         fields: r.fields,
                         records,
                         version: a.dataset.version,
+                        read_at: r.read.map(|t| t.to_string()),
                     });
                 }
                 json(api::QueryResults {
@@ -165,14 +166,19 @@ impl Node {
                         .map(|r| {
                             let exchange_id = r.exchange.map(|x| x.to_string());
                             match r.outcome {
-                                Ok(records) => {
-                                    api::KeyResult { key: r.key, exchange_id, records: Some(records), error: None }
-                                }
+                                Ok(records) => api::KeyResult {
+                                    key: r.key,
+                                    exchange_id,
+                                    records: Some(records),
+                                    error: None,
+                                    read_at: r.read.map(|t| t.to_string()),
+                                },
                                 Err(e) => api::KeyResult {
                                     key: r.key,
                                     exchange_id,
                                     records: None,
                                     error: Some(e.to_string()),
+                                    read_at: None,
                                 },
                             }
                         })
@@ -220,6 +226,41 @@ impl Node {
             R::AppAdd { app, datasets, rate } => json(app_issued(&self.app_add(app, datasets, rate).await?)),
             R::AppList => json(self.apps().iter().map(|a| app_view(a)).collect::<Vec<_>>()),
             R::AppRotate { app } => json(app_issued(&self.app_rotate(&app).await?)),
+            R::SourceAdd { name, url, password_file, password_env } => {
+                let password = match (password_file, password_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(crate::node::Error::invalid(
+                            "--password-file",
+                            "give --password-file or --password-env, not both",
+                        ));
+                    }
+                    (Some(path), None) => crate::sources::PasswordRef::File { path },
+                    (None, Some(var)) => crate::sources::PasswordRef::Env { var },
+                    (None, None) => crate::sources::PasswordRef::Url,
+                };
+                let s = self.source_add(name, url, password).await?;
+                json(source_view(&s, &[]))
+            }
+            R::SourceList => json(self.source_list()?.iter().map(|(s, sch)| source_view(s, sch)).collect::<Vec<_>>()),
+            R::SourceRemove { name } => {
+                let s = self.source_remove(&name).await?;
+                json(api::SourceRemoved { name: s.name, removed: true })
+            }
+            R::PublishSource(p) => {
+                let every = p.every.clone();
+                let (m, _) = self.publish_source(p).await?;
+                let b = m.body();
+                json(api::SourcePublished {
+                    publisher: b.publisher.to_string(),
+                    dataset: b.dataset.to_string(),
+                    version: b.version,
+                    content_hash: b.content_hash.to_string(),
+                    size: b.size,
+                    records: b.records,
+                    live: b.live,
+                    every,
+                })
+            }
             R::AppRemove { app } => {
                 let removed = self.app_remove(&app).await?;
                 json(api::AppRemoved { app: removed.name.clone(), removed: true })
@@ -257,6 +298,24 @@ impl Node {
                 score: c.score,
             })
             .collect())
+    }
+}
+
+fn source_view(s: &crate::sources::Source, schedules: &[crate::node::Schedule]) -> api::SourceView {
+    api::SourceView {
+        name: s.name.clone(),
+        url: s.redacted_url(),
+        password: s.password_label(),
+        created: s.created.clone(),
+        schedules: schedules
+            .iter()
+            .map(|x| api::ScheduleView {
+                dataset: x.request.dataset.to_string(),
+                every: humantime::format_duration(std::time::Duration::from_millis(x.every_ms)).to_string(),
+                next: x.next.to_string(),
+                last: x.last.clone(),
+            })
+            .collect(),
     }
 }
 

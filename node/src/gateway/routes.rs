@@ -90,7 +90,11 @@ pub async fn record(
         return Err(Problem::from_node(&crate::node::Error::internal("the call", "no answer for the key")));
     };
     let records = answer.outcome.map_err(|e| Problem::from_node(&e))?;
-    Ok(Json(json!({ "dataset": answered.dataset.to_string(), "records": records })))
+    let mut body = json!({ "dataset": answered.dataset.to_string(), "records": records });
+    if let Some(t) = answer.read {
+        body["read_at"] = json!(t.to_string());
+    }
+    Ok(Json(body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,7 +126,10 @@ pub async fn records(
         .results
         .into_iter()
         .map(|a| match a.outcome {
-            Ok(records) => json!({ "key": a.key, "records": records }),
+            Ok(records) => match a.read {
+                Some(t) => json!({ "key": a.key, "records": records, "read_at": t.to_string() }),
+                None => json!({ "key": a.key, "records": records }),
+            },
             Err(e) => json!({ "key": a.key, "error": Problem::from_node(&e).to_value() }),
         })
         .collect();

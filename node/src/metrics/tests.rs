@@ -40,7 +40,7 @@ fn traffic(m: &Metrics) {
         &wire::Response::Refused("the calls do not match the batch's signed root".into()),
         3,
     );
-    let answered = Outcome::Answered { version: 1, fields: None, records: Hash::of(b"[]"), count: 0 };
+    let answered = Outcome::Answered { version: 1, fields: None, records: Hash::of(b"[]"), count: 0, read: None };
     let refused = Outcome::Refused { reason: "grant 0 allows 1 record queries and all were used".into() };
     let outcomes = [answered.clone(), answered.clone(), refused.clone()];
     m.batch_served("anhui", Duration::from_millis(2), &Tally::of(outcomes.iter()));

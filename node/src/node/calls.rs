@@ -25,13 +25,16 @@ use deltafed_protocol::calls::{
 use deltafed_protocol::manifest::Manifest;
 use deltafed_protocol::provenance::CallLog;
 use deltafed_protocol::wire::{self, WireCall};
-use deltafed_protocol::{DatasetId, DatasetRef, ExchangeId, GrantId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed};
+use deltafed_protocol::{
+    DatasetId, DatasetRef, ExchangeId, GrantId, Hash, MemberId, Nonce, OBJECT_VERSION, Signed, Timestamp,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::serve::Refused;
 use super::{Error, Node, now, random16};
 use crate::policy::{self, Authorized};
 use crate::provenance::{Record, audit_hash};
+use crate::sources::live::LiveError;
 
 /// Most keys in one `calls` invocation (one HTTP request, one `deltafed query`).
 pub const MAX_KEYS: usize = 1000;
@@ -71,6 +74,8 @@ pub struct KeyAnswer {
     pub exchange: Option<ExchangeId>,
     /// The fields returned, when projected.
     pub fields: Option<Vec<String>>,
+    /// When a live dataset's rows were read from the provider's database.
+    pub read: Option<Timestamp>,
 }
 
 /// The answers to the calls of one `calls` invocation, in the order of the keys asked.
@@ -204,16 +209,23 @@ impl Node {
         let mut dataset = m.dataset_ref().unversioned();
         let mut results = Vec::with_capacity(waiting.len());
         for (key, rx) in waiting {
-            let (mut exchange, mut fields) = (None, None);
+            let (mut exchange, mut fields, mut read) = (None, None, None);
             let outcome = match rx.await {
-                Ok(Ok(Done { outcome: Outcome::Answered { version, fields: f, .. }, records, exchange: x })) => {
+                Ok(Ok(Done {
+                    outcome: Outcome::Answered { version, fields: f, read: r, .. },
+                    records,
+                    exchange: x,
+                })) => {
                     dataset.version = Some(version);
-                    (exchange, fields) = (Some(x), f);
+                    (exchange, fields, read) = (Some(x), f, r);
                     serde_json::from_slice(&records)
                         .map_err(|e| Error::refused(format!("the records from {provider} are not JSON objects: {e}")))
                 }
                 Ok(Ok(Done { outcome: Outcome::Refused { reason }, .. })) => {
                     Err(Error::refused(format!("{provider} refused: {reason}")))
+                }
+                Ok(Ok(Done { outcome: Outcome::Unavailable { reason }, .. })) => {
+                    Err(Error::Unavailable(format!("{provider} cannot answer now: {reason}")))
                 }
                 Ok(Ok(Done { outcome: Outcome::Deferred, .. })) => {
                     Err(Error::internal("a call", "deferred twice by the provider"))
@@ -221,7 +233,7 @@ impl Node {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(Error::Unavailable("the node is shutting down".into())),
             };
-            results.push(KeyAnswer { key, outcome, exchange, fields });
+            results.push(KeyAnswer { key, outcome, exchange, fields, read });
         }
         if dataset.version.is_none() {
             dataset.version = Some(m.version);
@@ -489,14 +501,38 @@ impl Node {
             }
         }
         let log_bytes: usize = calls.iter().map(|c| c.call.len() + 64).sum();
+        // A live dataset's rows come from its database (concurrently, as many at a time as the
+        // source's pool has connections), before the accounting below.
+        let live = self.0.live.clone();
+        let work: Vec<(Lookup, Option<(LiveGot, Timestamp)>)> = futures::future::join_all(work.into_iter().map(|w| {
+            let live = live.clone();
+            async move {
+                if !w.2.live {
+                    return (w, None);
+                }
+                let got = live.lookup(&w.2.dataset, &w.4, w.3.as_deref(), MAX_RECORDS).await;
+                (w, Some((got, now())))
+            }
+        }))
+        .await;
         let found = tokio::task::spawn_blocking(move || {
             let (mut answer_room, mut log_room) = (ANSWER_BYTES, LOG_BYTES.saturating_sub(log_bytes));
             work.into_iter()
-                .map(|(i, g, m, fields, key)| {
-                    let r = index
-                        .lookup(&m.content_hash, m.format, &m.schema, &key, fields.as_deref(), MAX_RECORDS)
-                        .map_err(|e| e.to_string())
-                        .and_then(|recs| serde_json::to_vec(&recs).map(|b| (recs.len(), b)).map_err(|e| e.to_string()));
+                .map(|((i, g, m, fields, key), pre)| {
+                    let (got, read) = match pre {
+                        Some((got, t)) => (got, Some(t)),
+                        None => (
+                            index
+                                .lookup(&m.content_hash, m.format, &m.schema, &key, fields.as_deref(), MAX_RECORDS)
+                                .map_err(|e| LiveError::Invalid(e.to_string())),
+                            None,
+                        ),
+                    };
+                    let r = got.and_then(|recs| {
+                        serde_json::to_vec(&recs)
+                            .map(|b| (recs.len(), b))
+                            .map_err(|e| LiveError::Invalid(e.to_string()))
+                    });
                     let logged = fields.as_ref().map_or(0, |f| f.iter().map(|x| x.len() + 2).sum::<usize>());
                     let out = match r {
                         Ok((n, bytes)) if bytes.len() > ANSWER_BYTES => (
@@ -516,10 +552,14 @@ impl Node {
                                 fields: fields.clone(),
                                 records: Hash::of(&bytes),
                                 count: n as u64,
+                                read,
                             };
                             (o, bytes)
                         }
-                        Err(reason) => (Outcome::Refused { reason: format!("cannot answer: {reason}") }, Vec::new()),
+                        Err(LiveError::Unavailable(reason)) => (Outcome::Unavailable { reason }, Vec::new()),
+                        Err(LiveError::Invalid(reason)) => {
+                            (Outcome::Refused { reason: format!("cannot answer: {reason}") }, Vec::new())
+                        }
                     };
                     (i, g, out)
                 })
@@ -668,6 +708,8 @@ impl Node {
 
 /// One lookup to make: call index, group index, manifest, projection, key.
 type Lookup = (usize, usize, Manifest, Option<Vec<String>>, String);
+/// A live dataset's rows for one call.
+type LiveGot = Result<Vec<serde_json::Map<String, serde_json::Value>>, LiveError>;
 
 /// The calls of a batch under one dataset and grant: authorized once, budgeted in one write.
 struct Group {

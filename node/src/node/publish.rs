@@ -11,8 +11,32 @@ use crate::catalog::{Ingested, Latest};
 use crate::policy;
 use crate::provenance::Record;
 
+/// How a file is published, beyond its request.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Publishing {
+    pub schema: Option<Vec<deltafed_protocol::manifest::Field>>,
+    pub live: bool,
+    pub only_if_changed: bool,
+}
+
 impl Node {
     pub async fn publish(&self, p: api::PublishRequest) -> Result<Signed<Manifest>, Error> {
+        let dataset = p.dataset.clone();
+        let (signed, _) = self.publish_with(p, Publishing::default()).await?;
+        // A file replaces whatever a source published under this id: no schedule, not live.
+        self.end_source_publishing(&dataset)?;
+        Ok(signed)
+    }
+
+    /// Publishes `p.path` as the next version; with `how.schema`, the manifest carries that
+    /// schema (a database's column types) instead of the one inferred from the file. Returns
+    /// whether a new version was made: with `how.only_if_changed`, none is when the content and
+    /// the catalog fields are those of the latest version.
+    pub(super) async fn publish_with(
+        &self,
+        p: api::PublishRequest,
+        how: Publishing,
+    ) -> Result<(Signed<Manifest>, bool), Error> {
         let meta = std::fs::metadata(&p.path)
             .map_err(|e| Error::invalid("FILE", format!("cannot read {}: {e}", p.path.display())))?;
         if !meta.is_file() {
@@ -23,10 +47,25 @@ impl Node {
         let (path, key_field) = (p.path.clone(), p.key_field.clone());
         let index = self.0.keyindex.clone();
         let store = self.0.store.clone();
+        let given = how.schema.clone();
         let imported = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            // What is wrong with the file is the publisher's to fix.
-            let imported =
-                blobs.import(&path, format, key_field.as_deref()).map_err(|e| Error::invalid("FILE", e.to_string()))?;
+            // What is wrong with the file is the publisher's to fix. A given schema is checked
+            // here rather than by the import (an empty table infers none).
+            let check_key = if given.is_some() { None } else { key_field.as_deref() };
+            let mut imported =
+                blobs.import(&path, format, check_key).map_err(|e| Error::invalid("FILE", e.to_string()))?;
+            if let Some(schema) = given {
+                let inferred: Vec<&str> = imported.schema.iter().map(|f| f.name.as_str()).collect();
+                if !inferred.is_empty() && inferred != schema.iter().map(|f| f.name.as_str()).collect::<Vec<_>>() {
+                    return Err(Error::internal("the export", "its fields differ from the columns it was read from"));
+                }
+                if let Some(k) = &key_field
+                    && !schema.iter().any(|f| &f.name == k)
+                {
+                    return Err(Error::invalid("--key-field", format!("the rows have no column {k}")));
+                }
+                imported.schema = schema;
+            }
             if let Some(k) = &key_field {
                 // Indexed at publish time so the first query is as fast as the rest.
                 index.build(&imported.hash, format, &imported.schema, k)?;
@@ -36,7 +75,24 @@ impl Node {
         })
         .await??;
         let me = &self.0.member;
-        let version = match self.0.catalog.latest(me, &p.dataset)? {
+        let latest = self.0.catalog.latest(me, &p.dataset)?;
+        if how.only_if_changed
+            && let Some(Latest::Manifest(m)) = &latest
+        {
+            let b = m.body();
+            let same = b.content_hash == imported.hash
+                && b.schema == imported.schema
+                && b.live == how.live
+                && b.title == p.title
+                && b.description == p.description
+                && b.classification == p.classification
+                && b.sharing == p.sharing
+                && b.key_field == p.key_field;
+            if same {
+                return Ok((m.clone(), false));
+            }
+        }
+        let version = match &latest {
             Some(Latest::Manifest(m)) => m.body().version + 1,
             Some(Latest::Withdrawn(w)) => w.body().version + 1,
             None => 1,
@@ -57,6 +113,7 @@ impl Node {
             records: imported.records,
             content_hash: imported.hash,
             created: now(),
+            live: how.live,
         };
         let signed = Signed::sign(manifest, &self.0.key)?;
         match self.0.catalog.ingest_manifest(signed.as_bytes(), &self.roster().roster)? {
@@ -69,8 +126,8 @@ impl Node {
         self.0.durable.sync().await?;
         self.announce(Gossip::Manifest(signed.as_bytes().to_vec())).await?;
         let b = signed.body();
-        tracing::info!(dataset = %b.dataset_ref(), hash = %b.content_hash, "published");
-        Ok(signed)
+        tracing::info!(dataset = %b.dataset_ref(), hash = %b.content_hash, live = b.live, "published");
+        Ok((signed, true))
     }
 
     pub async fn withdraw(&self, dataset: DatasetId, reason: String) -> Result<Signed<Withdrawal>, Error> {
@@ -90,6 +147,8 @@ impl Node {
         let signed = Signed::sign(w, &self.0.key)?;
         self.0.catalog.ingest_withdrawal(signed.as_bytes(), &self.roster().roster)?;
         self.record(Record::withdrawn(&signed))?;
+        // No scheduled run brings a withdrawn dataset back.
+        self.end_source_publishing(&signed.body().dataset)?;
         self.0.durable.sync().await?;
         self.announce(Gossip::Withdrawal(signed.as_bytes().to_vec())).await?;
         Ok(signed)

@@ -68,10 +68,11 @@ pub fn views(calls: &[CallLog]) -> Vec<CallView> {
         .map(|(i, c)| {
             let call = decoded[i].as_ref();
             let (outcome, version, fields, records, records_hash, reason) = match &c.outcome {
-                Outcome::Answered { version, fields, records, count } => {
+                Outcome::Answered { version, fields, records, count, .. } => {
                     ("answered", Some(*version), fields.clone(), Some(*count), Some(records.to_string()), None)
                 }
                 Outcome::Refused { reason } => ("refused", None, None, None, None, Some(reason.clone())),
+                Outcome::Unavailable { reason } => ("unavailable", None, None, None, None, Some(reason.clone())),
                 Outcome::Deferred => ("deferred", None, None, None, None, None),
             };
             CallView {

@@ -1,5 +1,8 @@
 //! Helpers the exchange and transfer tests share.
 
+// Each test file uses its own part of these.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use anyhow::Result;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deltafed_node::DataDir;
 
-use crate::{apps, audit, exchange, init, remote, roster, run, sources, testnet};
+use crate::{apps, audit, exchange, init, remote, roster, run, sources, testnet, users};
 
 #[derive(Debug, Parser)]
 #[command(name = "deltafed", version, about = "A node of the Yangtze River Delta data federation", long_about = None)]
@@ -122,6 +122,9 @@ pub enum Command {
     /// Database connections that datasets are published from (`publish --source`).
     #[command(subcommand)]
     Source(sources::SourceCommand),
+    /// People who use the dashboard, each with one role.
+    #[command(subcommand)]
+    User(users::UserCommand),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -148,5 +151,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Provenance(a) => audit::run(g, a),
         Command::App(cmd) => apps::run(g, cmd),
         Command::Source(cmd) => sources::run(g, cmd),
+        Command::User(cmd) => users::run(g, cmd),
     }
 }

@@ -14,6 +14,7 @@ mod roster;
 mod run;
 mod sources;
 mod testnet;
+mod users;
 
 use std::process::ExitCode;
 

@@ -93,13 +93,14 @@ pub fn status(g: &Global) -> Result<ExitCode> {
     let s: Status = client(g)?.call(&Request::Status)?;
     emit(g.json, &s, || {
         format!(
-            "{} ({})\nfederation {} (roster version {})\nlistening on {}\ngateway {}\nmetrics {}/metrics\nconnected: {}\ncatalog: {} datasets",
+            "{} ({})\nfederation {} (roster version {})\nlistening on {}\ngateway {}\ndashboard {}\nmetrics {}/metrics\nconnected: {}\ncatalog: {} datasets",
             s.member,
             s.peer_id,
             s.federation,
             s.roster_version,
             s.listen.join(" "),
             s.gateway_url,
+            s.dashboard_url,
             s.metrics_url,
             if s.connected.is_empty() { "none".to_string() } else { s.connected.join(", ") },
             s.catalog_size

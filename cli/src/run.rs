@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Where /metrics, /healthz and /readyz are served (address:port; port 0 takes a free one).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the dashboard listens (address:port; port 0 takes a free one).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 /// Each flag of [`RunArgs`] and the config key it overrides (docs/config.md's flag column).
@@ -35,6 +38,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("log_format", "--log-format"),
     ("gateway.listen", "--gateway-listen"),
     ("metrics.listen", "--metrics-listen"),
+    ("dashboard.listen", "--dashboard-listen"),
 ];
 
 impl RunArgs {
@@ -53,6 +57,9 @@ impl RunArgs {
         }
         if let Some(a) = self.metrics_listen {
             out.push(("metrics.listen", a.to_string()));
+        }
+        if let Some(a) = self.dashboard_listen {
+            out.push(("dashboard.listen", a.to_string()));
         }
         out
     }

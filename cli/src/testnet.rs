@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use deltafed_node::config::GatewayConfig;
+use deltafed_node::config::{DashboardConfig, GatewayConfig};
 use deltafed_node::{DataDir, Multiaddr, keyfile, rosterfile};
 use deltafed_protocol::roster::SignedRoster;
 use deltafed_protocol::{FederationId, MemberId};
@@ -32,8 +32,9 @@ pub enum TestnetCommand {
         base_port: u16,
         /// Address members as /dns4/<member>/tcp/4001 (and udp/4001/quic-v1) for a compose network;
         /// their gateways listen on 0.0.0.0:8480 over HTTPS with a self-signed certificate each
-        /// (gateway-cert.pem in the data dir), their metrics on 0.0.0.0:9480. Without it, each
-        /// gateway and metrics listener takes a free port on 127.0.0.1 (see `deltafed status`).
+        /// (gateway-cert.pem in the data dir), their dashboards on 0.0.0.0:8481 over HTTPS with
+        /// the same certificate, their metrics on 0.0.0.0:9480. Without it, each gateway,
+        /// dashboard and metrics listener takes a free port on 127.0.0.1 (see `deltafed status`).
         #[arg(long)]
         docker: bool,
         /// The federation id.
@@ -129,9 +130,21 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
         // interfaces on the fixed port with --docker; a free loopback port locally.
         let metrics =
             if docker { SocketAddr::from(([0, 0, 0, 0], 9480)) } else { SocketAddr::from(([127, 0, 0, 1], 0)) };
+        // The dashboard: like the gateway (HTTPS with the same certificate on the fixed port with
+        // --docker, a free loopback port locally).
+        let dashboard = if docker {
+            DashboardConfig {
+                listen: SocketAddr::from(([0, 0, 0, 0], 8481)),
+                tls_cert: Some(GATEWAY_CERT.into()),
+                tls_key: Some(GATEWAY_KEY.into()),
+            }
+        } else {
+            DashboardConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..DashboardConfig::default() }
+        };
         let init = init::create(&dd, m, &parse_addrs(&listen)?, key, |cfg| {
             cfg.gateway = gateway;
             cfg.metrics.listen = metrics;
+            cfg.dashboard = dashboard;
         })?;
         if docker {
             write_gateway_cert(&dd, m)?;

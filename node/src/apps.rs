@@ -29,8 +29,6 @@ use crate::store::{self, Batch, Cf, Store};
 
 /// Every token starts with this, so a leaked one is recognisable (by a secret scanner, in a log).
 pub const TOKEN_PREFIX: &str = "dfapp_";
-/// Random bytes in a token (shown as twice as many hex characters after the prefix).
-const TOKEN_BYTES: usize = 32;
 /// The context of the token hash: a stored hash is useless as anything else's hash.
 const TOKEN_HASH_CONTEXT: &str = "deltafed 2026-12 gateway application token v1";
 /// Highest rate an application may be given, in calls per second.
@@ -87,16 +85,12 @@ pub fn check_name(name: &str) -> Result<(), Error> {
 
 /// A token's stored form.
 fn token_hash(token: &str) -> [u8; 32] {
-    blake3::derive_key(TOKEN_HASH_CONTEXT, token.as_bytes())
+    crate::secret::hash(TOKEN_HASH_CONTEXT, token)
 }
 
 /// A new token and its hash.
 fn new_token() -> Result<(String, [u8; 32]), Error> {
-    let mut b = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut b).map_err(|e| Error::Random(e.to_string()))?;
-    let token = format!("{TOKEN_PREFIX}{}", hex::encode(b));
-    let hash = token_hash(&token);
-    Ok((token, hash))
+    crate::secret::new(TOKEN_PREFIX, TOKEN_HASH_CONTEXT).map_err(|e| Error::Random(e.to_string()))
 }
 
 /// What is stored of an application (its counters are stored apart, see the module doc).
@@ -326,8 +320,7 @@ impl Apps {
     /// The application a presented token belongs to, if any.
     pub fn by_token(&self, token: &str) -> Option<Arc<App>> {
         // Anything not shaped like a token is not looked up at all.
-        let hex_part = token.strip_prefix(TOKEN_PREFIX)?;
-        if hex_part.len() != 2 * TOKEN_BYTES || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !crate::secret::well_formed(TOKEN_PREFIX, token) {
             return None;
         }
         self.read().by_token.get(&token_hash(token)).cloned()

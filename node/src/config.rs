@@ -20,6 +20,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("log_format", "DELTAFED_LOG_FORMAT"),
     ("gateway.listen", "DELTAFED_GATEWAY_LISTEN"),
     ("metrics.listen", "DELTAFED_METRICS_LISTEN"),
+    ("dashboard.listen", "DELTAFED_DASHBOARD_LISTEN"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Database sources (`deltafed source add`): connections, timeouts, schedules.
     pub sources: SourcesConfig,
+    /// The dashboard for the people who decide (`deltafed user add`).
+    pub dashboard: DashboardConfig,
 }
 
 /// The shortest `archive_after` accepted: the law asks for logs kept at least six months
@@ -290,6 +293,27 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// `[dashboard]`: where the web dashboard for people (`deltafed user add`) listens, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address and port, e.g. `127.0.0.1:8481` (the default); port 0 takes a free one. Beyond
+    /// loopback the node starts only with `tls_cert` and `tls_key` (login secrets and session
+    /// cookies never cross a network in clear).
+    #[schemars(with = "String")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain for HTTPS, relative to the data dir unless absolute.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS, relative to the data dir unless absolute.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8481)), tls_cert: None, tls_key: None }
+    }
+}
+
 /// `[sources]`: how the node uses the databases it publishes from (docs/sources.md).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -347,6 +371,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             sources: SourcesConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -430,6 +455,7 @@ impl Config {
             }
             "gateway.listen" => self.gateway.listen = socket("127.0.0.1:8480")?,
             "metrics.listen" => self.metrics.listen = socket("127.0.0.1:9480")?,
+            "dashboard.listen" => self.dashboard.listen = socket("127.0.0.1:8481")?,
             other => return Err(format!("{other} cannot be set this way; set it in deltafed.toml")),
         }
         Ok(())
@@ -546,6 +572,7 @@ mod tests {
             ("DELTAFED_LOG_FORMAT", "json"),
             ("DELTAFED_GATEWAY_LISTEN", "127.0.0.1:1"),
             ("DELTAFED_METRICS_LISTEN", "127.0.0.1:2"),
+            ("DELTAFED_DASHBOARD_LISTEN", "127.0.0.1:3"),
         ]
         .into();
         assert_eq!(vars.len(), ENVIRONMENT.len(), "a sample value per variable");
@@ -555,6 +582,7 @@ mod tests {
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert_eq!(cfg.gateway.listen.to_string(), "127.0.0.1:1");
         assert_eq!(cfg.metrics.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(cfg.dashboard.listen.to_string(), "127.0.0.1:3");
         // Nothing set: nothing changes.
         let mut same = Config::default();
         same.apply_vars(|_| None).expect("applies");

@@ -82,6 +82,20 @@ pub struct Serving {
     last_used: Instant,
     /// When the next chunk may go out, for a rate-limited exchange.
     next_slot: Instant,
+    /// Bytes sent so far (chunks answered), for the dashboard's progress.
+    sent: u64,
+    started: Instant,
+}
+
+/// An exchange being served, as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct ServingView {
+    pub id: ExchangeId,
+    pub requester: MemberId,
+    pub dataset: DatasetRef,
+    pub size: u64,
+    pub sent: u64,
+    pub running_for: Duration,
 }
 
 impl Serving {
@@ -105,6 +119,8 @@ impl Serving {
             _projection: projection,
             last_used: Instant::now(),
             next_slot: Instant::now(),
+            sent: offset,
+            started: Instant::now(),
         }
     }
 }
@@ -190,6 +206,28 @@ impl Exchanges {
     /// The grant an exchange in progress runs under.
     pub fn grant_of(&self, id: &ExchangeId) -> Option<GrantId> {
         self.lock().get(id).and_then(|s| s.grant)
+    }
+
+    /// A chunk of `bytes` went out.
+    pub fn sent(&self, id: &ExchangeId, bytes: u64) {
+        if let Some(s) = self.lock().get_mut(id) {
+            s.sent = s.sent.saturating_add(bytes).min(s.size);
+        }
+    }
+
+    /// The exchanges being served, for the dashboard.
+    pub fn list(&self) -> Vec<ServingView> {
+        self.lock()
+            .iter()
+            .map(|(id, s)| ServingView {
+                id: *id,
+                requester: s.requester.clone(),
+                dataset: s.dataset.clone(),
+                size: s.size,
+                sent: s.sent,
+                running_for: s.started.elapsed(),
+            })
+            .collect()
     }
 
     pub fn remove(&self, id: &ExchangeId) {

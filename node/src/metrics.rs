@@ -92,6 +92,25 @@ pub struct Metrics {
     batch_seconds: Histograms,
     batch_calls: Histograms,
     started: SystemTime,
+    /// The latest batch latencies (seconds) of each side, for the dashboard's percentiles
+    /// (Prometheus computes its own from the histograms).
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// At most [`RECENT`] latest batch latencies per side.
+#[derive(Default)]
+struct Recent {
+    sent: std::collections::VecDeque<f64>,
+    served: std::collections::VecDeque<f64>,
+}
+
+const RECENT: usize = 4096;
+
+fn push_recent(q: &mut std::collections::VecDeque<f64>, v: f64) {
+    if q.len() == RECENT {
+        q.pop_front();
+    }
+    q.push_back(v);
 }
 
 impl std::fmt::Debug for Metrics {
@@ -256,6 +275,7 @@ impl Metrics {
             batch_seconds,
             batch_calls,
             started: SystemTime::now(),
+            recent: std::sync::Mutex::default(),
         }
     }
 
@@ -313,7 +333,17 @@ impl Metrics {
     }
 
     /// A batch of calls this node served, once its answer was durable.
+    /// The latest batch latencies in seconds: (sent, served), each oldest first.
+    pub fn recent_batch_seconds(&self) -> (Vec<f64>, Vec<f64>) {
+        let r = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (r.sent.iter().copied().collect(), r.served.iter().copied().collect())
+    }
+
     pub fn batch_served(&self, peer: &str, took: Duration, t: &Tally) {
+        push_recent(
+            &mut self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).served,
+            took.as_secs_f64(),
+        );
         let side = Side { side: "served" };
         self.batch_seconds.get_or_create(&side).observe(took.as_secs_f64());
         self.batch_calls.get_or_create(&side).observe(t.calls as f64);
@@ -339,6 +369,10 @@ impl Metrics {
                 Outcome::Deferred => deferred += 1,
             }
         }
+        push_recent(
+            &mut self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).sent,
+            took.as_secs_f64(),
+        );
         let side = Side { side: "sent" };
         self.batch_seconds.get_or_create(&side).observe(took.as_secs_f64());
         self.batch_calls.get_or_create(&side).observe(calls as f64);

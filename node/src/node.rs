@@ -55,6 +55,7 @@ mod query;
 mod serve;
 mod sources;
 mod sync;
+mod users;
 
 pub use deliveries::Sent;
 pub use error::Error;
@@ -177,6 +178,10 @@ struct Inner {
     live: crate::sources::live::Live,
     /// Wakes the scheduler of `publish --every` when a schedule changes.
     schedules_changed: tokio::sync::Notify,
+    /// The dashboard's logins (in memory: a restart logs everyone out).
+    sessions: crate::dashboard::Sessions,
+    /// Where the dashboard actually listens (`status`).
+    dashboard_url: String,
 }
 
 fn now() -> Timestamp {
@@ -298,6 +303,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
     // Before the database is opened: a gateway or metrics listener that may not (or cannot)
     // listen stops the start. Health is answered from now on ("not ready" until all runs).
     let gateway = gateway::bind(&config.gateway, &dir).await?;
+    let dashboard = crate::dashboard::bind(&config.dashboard, &dir).await?;
     let health = crate::metrics::Health::starting();
     let metrics = crate::metrics::bind(&config.metrics, &dir).await?;
     let metrics_url = metrics.url().to_string();
@@ -359,6 +365,8 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         metrics_url,
         live: crate::sources::live::Live::new(store_for_live, sources_config),
         schedules_changed: tokio::sync::Notify::new(),
+        sessions: crate::dashboard::Sessions::default(),
+        dashboard_url: dashboard.url().to_string(),
     }));
     node.record_roster_if_new();
     tasks.spawn(event_loop.run());
@@ -367,6 +375,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
     tasks.spawn(audit::checkpoints(node.clone(), shutdown.clone()));
     tasks.spawn(audit::archiving(node.clone(), shutdown.clone()));
     tasks.spawn(gateway::serve(gateway, node.clone(), tasks.clone(), shutdown.clone()));
+    tasks.spawn(crate::dashboard::serve(dashboard, node.clone(), tasks.clone(), shutdown.clone()));
     tasks.spawn(apps::flush_usage(node.clone(), shutdown.clone()));
     tasks.spawn(sources::schedules(node.clone(), shutdown.clone()));
     health.running(node.clone());

@@ -482,6 +482,14 @@ impl Federation {
             .with_context(|| format!("{member}: status has no metrics_url: {s}"))
     }
 
+    pub fn dashboard_url(&self, member: &str) -> Result<String> {
+        let s = self.json(member, &["status"])?;
+        s["dashboard_url"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{member}: status has no dashboard_url: {s}"))
+    }
+
     /// The last lines of a member's log, for failure messages.
     pub fn log_tail(&self, member: &str, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_file(member)).unwrap_or_default();

@@ -123,6 +123,36 @@ pub enum Request {
     },
     /// `deltafed publish --source ...`.
     PublishSource(SourcePublishRequest),
+    /// A person who uses the dashboard (`deltafed user add`).
+    UserAdd {
+        user: String,
+        role: crate::roles::Role,
+    },
+    UserList,
+    UserRemove {
+        user: String,
+    },
+}
+
+/// A new dashboard user: the login secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAdded {
+    pub user: String,
+    pub role: crate::roles::Role,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserView {
+    pub user: String,
+    pub role: crate::roles::Role,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRemoved {
+    pub user: String,
+    pub removed: bool,
 }
 
 /// A snapshot of a table or query as a dataset.
@@ -211,6 +241,9 @@ pub struct Status {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, as bound (`http://127.0.0.1:9480`).
     #[serde(default)]
     pub metrics_url: String,
+    /// Where the dashboard is served, as bound (`http://127.0.0.1:8481`).
+    #[serde(default)]
+    pub dashboard_url: String,
     /// RocksDB's block cache and write buffers now, against their `[storage]` bounds (bytes).
     #[serde(default)]
     pub storage: Option<crate::store::MemoryUsage>,

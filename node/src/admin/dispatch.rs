@@ -11,6 +11,7 @@ use super::api;
 use crate::access::{Direction, HeldGrant, HeldRequest, Role};
 use crate::apps::{App, Issued};
 use crate::node::{Error, Node, Sent};
+use crate::roles::Actor;
 
 fn json<T: Serialize>(v: T) -> Result<serde_json::Value, Error> {
     serde_json::to_value(v).map_err(|e| Error::internal("encoding the reply", e))
@@ -26,6 +27,18 @@ impl Node {
         &self,
         req: api::Request,
         progress: Option<mpsc::Sender<api::Progress>>,
+    ) -> Result<serde_json::Value, Error> {
+        self.admin_as(req, progress, &Actor::Owner).await
+    }
+
+    /// Handles one request on behalf of `actor`, whom the decisions it takes are recorded as
+    /// taken by. Who may ask what is decided before this (the admin socket is the owner's; the
+    /// dashboard asks `roles::permits`).
+    pub async fn admin_as(
+        &self,
+        req: api::Request,
+        progress: Option<mpsc::Sender<api::Progress>>,
+        actor: &Actor,
     ) -> Result<serde_json::Value, Error> {
         use api::Request as R;
         match req {
@@ -44,7 +57,7 @@ impl Node {
                 })
             }
             R::Withdraw { dataset, reason } => {
-                let w = self.withdraw(dataset, reason).await?;
+                let w = self.withdraw(dataset, reason, actor).await?;
                 let b = w.body();
                 json(api::Withdrawn {
                     publisher: b.publisher.to_string(),
@@ -90,7 +103,7 @@ impl Node {
                 json(self.requests()?.iter().map(|h| request_view(h, deadline, t)).collect::<Vec<_>>())
             }
             R::Approve { request_id, expires, max_fetches, max_queries } => {
-                let a = self.approve(request_id, expires, max_fetches, max_queries).await?;
+                let a = self.approve(request_id, expires, max_fetches, max_queries, actor).await?;
                 json(api::Decided {
                     request_id: a.request.to_string(),
                     state: "approved".into(),
@@ -100,7 +113,7 @@ impl Node {
                 })
             }
             R::Deny { request_id, reason } => {
-                let d = self.deny(request_id, reason.clone()).await?;
+                let d = self.deny(request_id, reason.clone(), actor).await?;
                 json(api::Decided {
                     request_id: request_id.to_string(),
                     state: "denied".into(),
@@ -109,13 +122,13 @@ impl Node {
                     delivered: d.delivered,
                 })
             }
-            R::Grant(g) => json(grant_issued(&self.grant(g).await?)),
+            R::Grant(g) => json(grant_issued(&self.grant(g, actor).await?)),
             R::Grants => {
                 let t = now();
                 json(self.grants()?.iter().map(|h| grant_view(h, t)).collect::<Vec<_>>())
             }
             R::Revoke { grant_id, reason } => {
-                let Sent { object, delivered } = self.revoke(grant_id, reason).await?;
+                let Sent { object, delivered } = self.revoke(grant_id, reason, actor).await?;
                 json(api::Revoked {
                     grant_id: grant_id.to_string(),
                     grantee: object.body().grantee.to_string(),
@@ -261,6 +274,20 @@ impl Node {
                     every,
                 })
             }
+            R::UserAdd { user, role } => {
+                let (u, secret) = self.user_add(&user, role).await?;
+                json(api::UserAdded { user: u.name, role: u.role, secret })
+            }
+            R::UserList => json(
+                self.users()?
+                    .into_iter()
+                    .map(|u| api::UserView { user: u.name, role: u.role, created: u.created.to_string() })
+                    .collect::<Vec<_>>(),
+            ),
+            R::UserRemove { user } => {
+                let u = self.user_remove(&user).await?;
+                json(api::UserRemoved { user: u.name, removed: true })
+            }
             R::AppRemove { app } => {
                 let removed = self.app_remove(&app).await?;
                 json(api::AppRemoved { app: removed.name.clone(), removed: true })
@@ -281,6 +308,7 @@ impl Node {
             catalog_size: self.catalog(None, None)?.len(),
             gateway_url: self.gateway_url().to_string(),
             metrics_url: self.metrics_url().to_string(),
+            dashboard_url: self.dashboard_url().to_string(),
             storage: self.storage_memory(),
             calls: self.call_counts(),
         })

@@ -1,4 +1,4 @@
-//! Listening for the gateway: the socket, HTTPS when configured, and the bounds on connections
+//! Listening for the gateway and the dashboard: the socket, HTTPS when configured, and the bounds on connections
 //! (how many, their buffers, the time to send headers, and how long one may make no progress).
 
 use std::future::Future;
@@ -41,30 +41,32 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// At shutdown, how long responses in progress may take to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Why the gateway could not start (the node does not start without it).
+/// Why the gateway (or the dashboard, which listens the same way) could not start: the node does
+/// not start without it. `what` names the config section.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "the gateway is set to listen on {addr}, beyond loopback, without TLS: bearer tokens would cross the network in clear; set tls_cert and tls_key in [gateway] of {config}, or listen on 127.0.0.1"
+        "the {what} is set to listen on {addr}, beyond loopback, without TLS: secrets would cross the network in clear; set tls_cert and tls_key in [{what}] of {config}, or listen on 127.0.0.1"
     )]
-    NeedsTls { addr: SocketAddr, config: PathBuf },
-    #[error("[gateway] in {config} sets {set} but not {missing}; give both for HTTPS, or neither")]
-    HalfTls { config: PathBuf, set: &'static str, missing: &'static str },
-    #[error("cannot read the gateway's TLS certificate {path}: {detail}")]
-    Cert { path: PathBuf, detail: String },
-    #[error("cannot read the gateway's TLS key {path}: {detail}")]
-    Key { path: PathBuf, detail: String },
-    #[error("the gateway's TLS certificate {cert} and key {key} cannot be used together: {detail}")]
-    Tls { cert: PathBuf, key: PathBuf, detail: String },
-    #[error("cannot listen on {addr} for the gateway: {source} (check [gateway] listen in {config})")]
-    Bind { addr: SocketAddr, config: PathBuf, source: io::Error },
+    NeedsTls { what: &'static str, addr: SocketAddr, config: PathBuf },
+    #[error("[{what}] in {config} sets {set} but not {missing}; give both for HTTPS, or neither")]
+    HalfTls { what: &'static str, config: PathBuf, set: &'static str, missing: &'static str },
+    #[error("cannot read the {what}'s TLS certificate {path}: {detail}")]
+    Cert { what: &'static str, path: PathBuf, detail: String },
+    #[error("cannot read the {what}'s TLS key {path}: {detail}")]
+    Key { what: &'static str, path: PathBuf, detail: String },
+    #[error("the {what}'s TLS certificate {cert} and key {key} cannot be used together: {detail}")]
+    Tls { what: &'static str, cert: PathBuf, key: PathBuf, detail: String },
+    #[error("cannot listen on {addr} for the {what}: {source} (check [{what}] listen in {config})")]
+    Bind { what: &'static str, addr: SocketAddr, config: PathBuf, source: io::Error },
 }
 
-/// The gateway's socket, bound, and how it serves.
+/// A listener, bound, and how it serves.
 pub struct Bound {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     url: String,
+    what: &'static str,
 }
 
 impl Bound {
@@ -72,40 +74,60 @@ impl Bound {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// Checks the configuration, loads the certificate and binds the socket.
 pub async fn bind(cfg: &GatewayConfig, dir: &DataDir) -> Result<Bound, Error> {
+    bind_http("gateway", cfg.listen, cfg.tls_cert.as_ref(), cfg.tls_key.as_ref(), dir).await
+}
+
+/// Binds an HTTP listener of the node: HTTPS with `tls_cert` and `tls_key`, and only HTTPS
+/// beyond loopback. `what` names the config section (`gateway`, `dashboard`).
+pub async fn bind_http(
+    what: &'static str,
+    listen: SocketAddr,
+    tls_cert: Option<&PathBuf>,
+    tls_key: Option<&PathBuf>,
+    dir: &DataDir,
+) -> Result<Bound, Error> {
     let config = dir.config();
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) => Some(acceptor(dir.resolve(cert), dir.resolve(key))?),
-        (Some(_), None) => return Err(Error::HalfTls { config, set: "tls_cert", missing: "tls_key" }),
-        (None, Some(_)) => return Err(Error::HalfTls { config, set: "tls_key", missing: "tls_cert" }),
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(acceptor(what, dir.resolve(cert), dir.resolve(key))?),
+        (Some(_), None) => return Err(Error::HalfTls { what, config, set: "tls_cert", missing: "tls_key" }),
+        (None, Some(_)) => return Err(Error::HalfTls { what, config, set: "tls_key", missing: "tls_cert" }),
         (None, None) => None,
     };
-    if tls.is_none() && !cfg.listen.ip().is_loopback() {
-        return Err(Error::NeedsTls { addr: cfg.listen, config });
+    if tls.is_none() && !listen.ip().is_loopback() {
+        return Err(Error::NeedsTls { what, addr: listen, config });
     }
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| Error::Bind {
-        addr: cfg.listen,
+    let listener = TcpListener::bind(listen).await.map_err(|source| Error::Bind {
+        what,
+        addr: listen,
         config: config.clone(),
         source,
     })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: cfg.listen, config, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { what, addr: listen, config, source })?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
-    Ok(Bound { listener, tls, url })
+    Ok(Bound { listener, tls, url, what })
 }
 
-fn acceptor(cert: PathBuf, key: PathBuf) -> Result<TlsAcceptor, Error> {
+fn acceptor(what: &'static str, cert: PathBuf, key: PathBuf) -> Result<TlsAcceptor, Error> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Cert { path: cert.clone(), detail: e.to_string() })?;
+        .map_err(|e| Error::Cert { what, path: cert.clone(), detail: e.to_string() })?;
     if certs.is_empty() {
-        return Err(Error::Cert { path: cert, detail: "it holds no PEM certificate".into() });
+        return Err(Error::Cert { what, path: cert, detail: "it holds no PEM certificate".into() });
     }
-    let private =
-        PrivateKeyDer::from_pem_file(&key).map_err(|e| Error::Key { path: key.clone(), detail: e.to_string() })?;
-    let tls_error = |e: rustls::Error| Error::Tls { cert: cert.clone(), key: key.clone(), detail: e.to_string() };
+    let private = PrivateKeyDer::from_pem_file(&key).map_err(|e| Error::Key {
+        what,
+        path: key.clone(),
+        detail: e.to_string(),
+    })?;
+    let tls_error = |e: rustls::Error| Error::Tls { what, cert: cert.clone(), key: key.clone(), detail: e.to_string() };
     // The provider is named rather than left to the process default: more than one may be
     // compiled in, and then rustls would not pick.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -121,10 +143,15 @@ fn acceptor(cert: PathBuf, key: PathBuf) -> Result<TlsAcceptor, Error> {
 
 /// Accepts connections until shutdown; each is served as one of `tasks`.
 pub async fn serve(bound: Bound, node: Node, tasks: TaskTracker, shutdown: CancellationToken) {
-    let Bound { listener, tls, url } = bound;
     let app = super::router(node, tasks.clone());
+    serve_router(bound, app, tasks, shutdown).await;
+}
+
+/// Serves `app` on `bound` until shutdown, under the connection bounds above.
+pub async fn serve_router(bound: Bound, app: axum::Router, tasks: TaskTracker, shutdown: CancellationToken) {
+    let Bound { listener, tls, url, what } = bound;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tracing::info!(url = %url, "gateway listening");
+    tracing::info!(url = %url, "{what} listening");
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -134,13 +161,13 @@ pub async fn serve(bound: Bound, node: Node, tasks: TaskTracker, shutdown: Cance
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %e, "gateway accept failed");
+                tracing::warn!(error = %e, "{what} accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "gateway connection refused: too many open");
+            tracing::debug!(%peer, "{what} connection refused: too many open");
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -158,7 +185,7 @@ async fn connection(tcp: TcpStream, tls: Option<TlsAcceptor>, app: axum::Router,
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => Stream::Tls(Box::new(s)),
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "gateway TLS handshake failed");
+                tracing::debug!(error = %e, "HTTP listener: TLS handshake failed");
                 return;
             }
             Err(_) => return,
@@ -180,7 +207,7 @@ async fn connection(tcp: TcpStream, tls: Option<TlsAcceptor>, app: axum::Router,
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "gateway connection ended with an error");
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 

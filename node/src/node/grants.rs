@@ -12,6 +12,7 @@ use crate::access::{Direction, HeldGrant, HeldRequest, Role};
 use crate::admin::api;
 use crate::catalog::Latest;
 use crate::provenance::Record;
+use crate::roles::Actor;
 
 /// An approval: the grant issued and whether the decision reached the requester.
 pub struct Approved {
@@ -84,7 +85,12 @@ impl Node {
         Ok(h.request)
     }
 
-    async fn send_decision(&self, req: &Signed<AccessRequest>, outcome: Outcome) -> Result<Sent<Decision>, Error> {
+    async fn send_decision(
+        &self,
+        req: &Signed<AccessRequest>,
+        outcome: Outcome,
+        actor: &Actor,
+    ) -> Result<Sent<Decision>, Error> {
         let rb = req.body();
         let d = Decision {
             v: OBJECT_VERSION,
@@ -98,7 +104,7 @@ impl Node {
         let delivered = self
             .commit_and_deliver(
                 |a| a.decide_ops(&signed),
-                Record::decision_made(req, &signed),
+                Record::decision_made(req, &signed).by(actor),
                 &rb.requester,
                 Delivery::Decision(signed.as_bytes().to_vec()),
             )
@@ -112,6 +118,7 @@ impl Node {
         expires: Option<String>,
         max_fetches: Option<u64>,
         max_queries: Option<u64>,
+        actor: &Actor,
     ) -> Result<Approved, Error> {
         let req = self.incoming_pending(&id)?;
         let rb = req.body();
@@ -127,25 +134,31 @@ impl Node {
                     max_queries,
                 },
                 Some(id),
+                actor,
             )
             .await?;
-        let decision = self.send_decision(&req, Outcome::Approved { grant: grant.object.body().id }).await?;
+        let decision = self.send_decision(&req, Outcome::Approved { grant: grant.object.body().id }, actor).await?;
         Ok(Approved { request: id, grant, decision_delivered: decision.delivered })
     }
 
-    pub async fn deny(&self, id: RequestId, reason: String) -> Result<Sent<Decision>, Error> {
+    pub async fn deny(&self, id: RequestId, reason: String, actor: &Actor) -> Result<Sent<Decision>, Error> {
         if reason.trim().is_empty() {
             return Err(Error::invalid("--reason", "a denial needs a reason: pass --reason"));
         }
         let req = self.incoming_pending(&id)?;
-        self.send_decision(&req, Outcome::Denied { reason }).await
+        self.send_decision(&req, Outcome::Denied { reason }, actor).await
     }
 
-    pub async fn grant(&self, g: api::GrantRequest) -> Result<Sent<Grant>, Error> {
-        self.issue_grant(g, None).await
+    pub async fn grant(&self, g: api::GrantRequest, actor: &Actor) -> Result<Sent<Grant>, Error> {
+        self.issue_grant(g, None, actor).await
     }
 
-    async fn issue_grant(&self, g: api::GrantRequest, request: Option<RequestId>) -> Result<Sent<Grant>, Error> {
+    async fn issue_grant(
+        &self,
+        g: api::GrantRequest,
+        request: Option<RequestId>,
+        actor: &Actor,
+    ) -> Result<Sent<Grant>, Error> {
         let me = self.0.member.clone();
         if g.purpose.trim().is_empty() {
             return Err(Error::invalid("--purpose", "a grant needs a purpose: pass --purpose"));
@@ -210,7 +223,7 @@ impl Node {
         let delivered = self
             .commit_and_deliver(
                 |a| a.add_grant_ops(&signed, Role::Issued, false),
-                Record::grant_issued(&signed),
+                Record::grant_issued(&signed).by(actor),
                 &b.grantee,
                 Delivery::Grant(signed.as_bytes().to_vec()),
             )
@@ -228,7 +241,7 @@ impl Node {
         Ok(out)
     }
 
-    pub async fn revoke(&self, id: GrantId, reason: String) -> Result<Sent<Revocation>, Error> {
+    pub async fn revoke(&self, id: GrantId, reason: String, actor: &Actor) -> Result<Sent<Revocation>, Error> {
         let Some(held) = self.0.access.grant(&id)? else {
             return Err(Error::not_found(format!("no grant {id}; see `deltafed grants`")));
         };
@@ -256,7 +269,7 @@ impl Node {
         let delivered = self
             .commit_and_deliver(
                 |a| a.revoke_ops(&signed),
-                Record::revocation_issued(g, &signed),
+                Record::revocation_issued(g, &signed).by(actor),
                 &g.grantee,
                 Delivery::Revocation(signed.as_bytes().to_vec()),
             )

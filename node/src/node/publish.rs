@@ -130,7 +130,12 @@ impl Node {
         Ok((signed, true))
     }
 
-    pub async fn withdraw(&self, dataset: DatasetId, reason: String) -> Result<Signed<Withdrawal>, Error> {
+    pub async fn withdraw(
+        &self,
+        dataset: DatasetId,
+        reason: String,
+        actor: &crate::roles::Actor,
+    ) -> Result<Signed<Withdrawal>, Error> {
         let me = &self.0.member;
         let version = match self.0.catalog.latest(me, &dataset)? {
             Some(Latest::Manifest(m)) => m.body().version,
@@ -146,7 +151,7 @@ impl Node {
         let w = Withdrawal { v: OBJECT_VERSION, publisher: me.clone(), dataset, version, reason, time: now() };
         let signed = Signed::sign(w, &self.0.key)?;
         self.0.catalog.ingest_withdrawal(signed.as_bytes(), &self.roster().roster)?;
-        self.record(Record::withdrawn(&signed))?;
+        self.record(Record::withdrawn(&signed).by(actor))?;
         // No scheduled run brings a withdrawn dataset back.
         self.end_source_publishing(&signed.body().dataset)?;
         self.0.durable.sync().await?;

@@ -165,6 +165,11 @@ impl Node {
         Ok(wire::Response::Ticket { ticket: signed.into_bytes(), chunk_hashes: exchange::table_bytes(&table) })
     }
 
+    /// The exchanges this node is serving now (the dashboard's running fetches).
+    pub fn serving(&self) -> Vec<crate::exchange::ServingView> {
+        self.0.exchanges.list()
+    }
+
     pub(super) async fn serve_chunk(&self, from: &MemberId, exchange_id: ExchangeId, index: u64) -> wire::Response {
         let Some(src) = self.0.exchanges.source(&exchange_id) else {
             return wire::Response::Refused(format!(
@@ -209,7 +214,10 @@ impl Node {
             }
         }
         match read {
-            Ok(Ok(bytes)) => wire::Response::Chunk(bytes),
+            Ok(Ok(bytes)) => {
+                self.0.exchanges.sent(&exchange_id, bytes.len() as u64);
+                wire::Response::Chunk(bytes)
+            }
             Ok(Err(e)) => wire::Response::Refused(format!("cannot read chunk {index}: {e}")),
             Err(e) => wire::Response::Refused(format!("internal error: {e}")),
         }

@@ -81,6 +81,12 @@ impl Record {
         self
     }
 
+    /// Names who took the decision, at the end of the note (docs/audit.md).
+    pub fn by(mut self, actor: &crate::roles::Actor) -> Record {
+        self.note = format!("{}; {}", self.note, actor.note());
+        self
+    }
+
     fn in_exchange(mut self, id: ExchangeId) -> Record {
         self.exchange = Some(id);
         self

@@ -353,7 +353,7 @@ fn gateway_get(fed: &Federation, token: &str, key: &str) -> Result<(u16, Value)>
 
 #[test]
 fn live_calls_answer_from_the_table_with_granted_fields_and_bound_keys() -> Result<()> {
-    let Live { pg, fed, token } = live(&[])?;
+    let Live { pg, mut fed, token } = live(&[])?;
     // Every member's catalog says the dataset is live (the flag is in the signed manifest).
     let catalog = fed.json("shanghai", &["catalog"])?;
     assert_eq!(catalog[0]["live"], true, "{catalog}");
@@ -380,6 +380,34 @@ fn live_calls_answer_from_the_table_with_granted_fields_and_bound_keys() -> Resu
     assert_eq!(results[0]["records"][0]["name"], "Company 1", "{many}");
     assert_eq!(results[1]["records"][0]["name"], "Company 2", "{many}");
     assert_eq!(results[2]["records"], serde_json::json!([]), "{many}");
+    // An integer key: bound as an integer; a key that is not one matches nothing.
+    pg.sql("CREATE TABLE staff (id int4 PRIMARY KEY, name text); INSERT INTO staff VALUES (7, 'Seven'), (8, 'Eight')")?;
+    fed.json(
+        "zhejiang",
+        &[
+            "publish",
+            "--source",
+            "registry",
+            "--table",
+            "staff",
+            "--dataset",
+            "staff",
+            "--title",
+            "Staff",
+            "--key-field",
+            "id",
+            "--live",
+        ],
+    )?;
+    fed.json("zhejiang", &["grant", "staff", "--to", "shanghai", "--purpose", "directory"])?;
+    common::wait_catalog(&mut fed, "shanghai", "zhejiang/staff@1")?;
+    let staff = fed.json("shanghai", &["query", "zhejiang/staff", "7", "x7", "8", "7 OR 1=1"])?;
+    let r = staff["results"].as_array().context("results")?;
+    assert_eq!(r[0]["records"], serde_json::json!([{"id": 7, "name": "Seven"}]), "{staff}");
+    assert_eq!(r[1]["records"], serde_json::json!([]), "{staff}");
+    assert_eq!(r[2]["records"][0]["name"], "Eight", "{staff}");
+    assert_eq!(r[3]["records"], serde_json::json!([]), "{staff}");
+
     // Fetch still delivers the signed snapshot (as published, projected to the grant).
     let out = fed.root().join("companies.jsonl");
     fed.json("shanghai", &["fetch", "zhejiang/companies", "--out", path_str(&out)?])?;

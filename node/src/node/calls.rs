@@ -503,18 +503,44 @@ impl Node {
         let log_bytes: usize = calls.iter().map(|c| c.call.len() + 64).sum();
         // A live dataset's rows come from its database (concurrently, as many at a time as the
         // source's pool has connections), before the accounting below.
+        // A live dataset's rows come from its database: one statement per dataset and
+        // projection for the whole batch (`Live::lookup_many`), before the accounting below.
+        let mut live_groups: Vec<(DatasetId, Option<Vec<String>>, Vec<usize>)> = Vec::new();
+        for (w, item) in work.iter().enumerate() {
+            if !item.2.live {
+                continue;
+            }
+            match live_groups.iter_mut().find(|(d, f, _)| d == &item.2.dataset && f == &item.3) {
+                Some(group) => group.2.push(w),
+                None => live_groups.push((item.2.dataset.clone(), item.3.clone(), vec![w])),
+            }
+        }
         let live = self.0.live.clone();
-        let work: Vec<(Lookup, Option<(LiveGot, Timestamp)>)> = futures::future::join_all(work.into_iter().map(|w| {
+        let answers = futures::future::join_all(live_groups.iter().map(|(dataset, fields, members)| {
+            let keys: Vec<&str> = members.iter().map(|w| work[*w].4.as_str()).collect();
             let live = live.clone();
             async move {
-                if !w.2.live {
-                    return (w, None);
-                }
-                let got = live.lookup(&w.2.dataset, &w.4, w.3.as_deref(), MAX_RECORDS).await;
-                (w, Some((got, now())))
+                let got = live.lookup_many(dataset, &keys, fields.as_deref(), MAX_RECORDS).await;
+                (got, now())
             }
         }))
         .await;
+        let mut pre: Vec<Option<(LiveGot, Timestamp)>> = (0..work.len()).map(|_| None).collect();
+        for ((_, _, members), (got, read)) in live_groups.iter().zip(answers) {
+            match got {
+                Ok(rows) => {
+                    for (w, r) in members.iter().zip(rows) {
+                        pre[*w] = Some((Ok(r), read));
+                    }
+                }
+                Err(e) => {
+                    for w in members {
+                        pre[*w] = Some((Err(e.clone()), read));
+                    }
+                }
+            }
+        }
+        let work: Vec<(Lookup, Option<(LiveGot, Timestamp)>)> = work.into_iter().zip(pre).collect();
         let found = tokio::task::spawn_blocking(move || {
             let (mut answer_room, mut log_room) = (ANSWER_BYTES, LOG_BYTES.saturating_sub(log_bytes));
             work.into_iter()

@@ -41,7 +41,7 @@ impl LiveSpec {
 }
 
 /// Why a live call got no rows.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LiveError {
     /// The database is down, slow or refused the statement: the caller may call again.
     #[error("{0}")]
@@ -119,15 +119,17 @@ impl Live {
         Ok(pool)
     }
 
-    /// The rows whose key column equals `key`, with only `fields` (all columns when `None`), at
-    /// most `limit`; and when they were read.
-    pub async fn lookup(
+    /// For each of `keys`, the rows whose key column equals it, with only `fields` (all columns
+    /// when `None`), at most `limit` each: one statement for the whole batch (the keys as one
+    /// array parameter, each looked up through the index by a lateral join), so a batch of calls
+    /// costs the database one round trip, not one per call.
+    pub async fn lookup_many(
         &self,
         dataset: &DatasetId,
-        key_value: &str,
+        keys: &[&str],
         fields: Option<&[String]>,
         limit: usize,
-    ) -> Result<Vec<Map<String, Value>>, LiveError> {
+    ) -> Result<Vec<Vec<Map<String, Value>>>, LiveError> {
         let spec = get_spec(&self.store, dataset)
             .map_err(|e| LiveError::Unavailable(e.to_string()))?
             .ok_or_else(|| LiveError::Invalid(format!("{dataset} has no live source")))?;
@@ -148,25 +150,42 @@ impl Live {
         let key_kind = spec
             .kind_of(&spec.key_field)
             .ok_or_else(|| LiveError::Invalid(format!("the key field {} is not a column", spec.key_field)))?;
-        // The key is a bound parameter of its column's type; a key that is not a value of that
-        // type matches no row (it never reaches the database as text to parse).
-        let (param_type, param): (Type, Box<dyn ToSql + Sync + Send>) = match key_kind {
-            Kind::Int2 | Kind::Int4 | Kind::Int8 | Kind::Oid => match key_value.parse::<i64>() {
-                Ok(v) => (Type::INT8, Box::new(v)),
-                Err(_) => return Ok(Vec::new()),
-            },
-            Kind::Text => (Type::TEXT, Box::new(key_value.to_string())),
+        // The keys are one bound parameter of the key column's type; a key that is not a value
+        // of that type matches no row (it never reaches the database as text to parse). `sent`
+        // maps each array position back to the call it came from.
+        let mut sent: Vec<usize> = Vec::with_capacity(keys.len());
+        let (param_type, array, param): (Type, &str, Box<dyn ToSql + Sync + Send>) = match key_kind {
+            Kind::Int2 | Kind::Int4 | Kind::Int8 | Kind::Oid => {
+                let mut values = Vec::with_capacity(keys.len());
+                for (i, k) in keys.iter().enumerate() {
+                    if let Ok(v) = k.parse::<i64>() {
+                        sent.push(i);
+                        values.push(v);
+                    }
+                }
+                (Type::INT8_ARRAY, "int8[]", Box::new(values))
+            }
+            Kind::Text => {
+                sent.extend(0..keys.len());
+                (Type::TEXT_ARRAY, "text[]", Box::new(keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()))
+            }
             other => {
                 return Err(LiveError::Invalid(format!("a key column of type {other:?} cannot be called live")));
             }
         };
-        let columns: Vec<String> = selected.iter().map(|(n, _)| quote_ident(n)).collect();
+        let mut out: Vec<Vec<Map<String, Value>>> = vec![Vec::new(); keys.len()];
+        if sent.is_empty() {
+            return Ok(out);
+        }
+        let inner: Vec<String> = selected.iter().map(|(n, _)| quote_ident(n)).collect();
+        let outer: Vec<String> = selected.iter().map(|(n, _)| format!("t.{}", quote_ident(n))).collect();
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} = $1 LIMIT {}",
-            if columns.is_empty() { "1".to_string() } else { columns.join(", ") },
+            "SELECT k.i{} FROM unnest($1::{array}) WITH ORDINALITY AS k(v, i) \
+             CROSS JOIN LATERAL (SELECT {} FROM {} WHERE {} = k.v LIMIT {limit}) t",
+            outer.iter().map(|c| format!(", {c}")).collect::<String>(),
+            if inner.is_empty() { "1".to_string() } else { inner.join(", ") },
             quote_table(&spec.table),
             quote_ident(&spec.key_field),
-            limit
         );
         let pool = self.pool(&source)?;
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
@@ -176,15 +195,18 @@ impl Live {
         let stmt =
             client.prepare_typed_cached(&sql, &[param_type]).await.map_err(|e| unavailable("prepare", &db(&e)))?;
         let rows = client.query(&stmt, &[param.as_ref()]).await.map_err(|e| unavailable("query", &db(&e)))?;
-        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
+            let at: i64 = row.try_get(0).map_err(|e| LiveError::Invalid(format!("the key position: {e}")))?;
+            let Some(call) = usize::try_from(at - 1).ok().and_then(|p| sent.get(p)).copied() else {
+                return Err(LiveError::Invalid(format!("the database answered for key position {at}")));
+            };
             let mut rec = Map::new();
             for (i, (name, kind)) in selected.iter().enumerate() {
-                let raw: Raw = row.try_get(i).map_err(|e| LiveError::Invalid(format!("column {name}: {e}")))?;
+                let raw: Raw = row.try_get(i + 1).map_err(|e| LiveError::Invalid(format!("column {name}: {e}")))?;
                 let cell = kind.decode(raw.0).map_err(|e| LiveError::Invalid(format!("column {name}: {e}")))?;
                 rec.insert(name.clone(), cell.to_json());
             }
-            out.push(rec);
+            out[call].push(rec);
         }
         Ok(out)
     }

@@ -119,7 +119,22 @@ impl<R: Read> Read for Capped<R> {
             self.tripped = true;
             return Err(io::Error::other("record too large"));
         }
-        let n = self.inner.read(buf)?;
+        let mut n = self.inner.read(buf)?;
+        // The parser strips a UTF-8 byte order mark only when its first read holds all three
+        // bytes and more (a read of the mark alone, once stripped, looks like the end): read on
+        // until it does (or the input ends), so the parse never depends on how the input is
+        // split into reads.
+        if self.consumed == 0 {
+            let want = buf.len().min(4);
+            while n > 0 && n < want {
+                match self.inner.read(&mut buf[n..want]) {
+                    Ok(0) => break,
+                    Ok(m) => n += m,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         if n > 0 {
             self.before_last = self.last.last().copied().or(self.before_last);
             self.last.clear();
@@ -375,6 +390,35 @@ pub fn typed(text: &str, ty: FieldType) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that hands out one byte per read, as a pipe under load may.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+            let Some(slot) = buf.first_mut() else { return Ok(0) };
+            *slot = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    /// Found by the projection fuzz target: a byte order mark split over reads used to become
+    /// part of the first column's name.
+    #[test]
+    fn a_byte_order_mark_is_read_the_same_however_the_input_is_split() {
+        let data = b"\xef\xbb\xbfkey,v\nk1,2ompany2";
+        let whole = infer(&data[..], "whole").expect("whole");
+        let trickled = infer(OneByte(data), "trickled").expect("one byte at a time");
+        assert_eq!(whole, trickled);
+        assert_eq!(whole.1[0].name, "key");
+        let fields = vec!["key".to_string()];
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        project(&data[..], &fields, &mut a, "whole", "out").expect("whole");
+        project(OneByte(data), &fields, &mut b, "trickled", "out").expect("one byte at a time");
+        assert_eq!(a, b);
+    }
 
     /// What import infers for a value and what a record query answers for it agree: the JSON a
     /// query returns always has the JSON type of the column's inferred type.

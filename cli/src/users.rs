@@ -17,8 +17,8 @@ pub enum UserCommand {
     /// Add a dashboard user with one role and print its login secret (shown only this once).
     ///
     /// Roles: operator (status, peers, metrics, exchanges, call statistics), publisher (the
-    /// catalog, withdraw), approver (requests, approve, deny, grant, revoke), auditor (every
-    /// page read-only, provenance verify), admin (everything). The node keeps only a hash of
+    /// catalog, publish from a database source, withdraw), approver (requests, approve, deny,
+    /// grant, revoke), auditor (every page read-only, provenance verify), admin (everything). The node keeps only a hash of
     /// the secret. With `--json`: `user`, `role`, `secret`.
     Add {
         /// The user's name, e.g. alice (lower-case letters, digits and '-').

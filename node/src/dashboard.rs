@@ -142,6 +142,7 @@ fn router(node: Node, secure: bool) -> Router {
         .route("/", get(pages::overview))
         .route("/status", get(pages::status))
         .route("/catalog", get(pages::catalog))
+        .route("/catalog/publish", post(pages::publish))
         .route("/catalog/{dataset}/withdraw", post(pages::withdraw))
         .route("/requests", get(pages::requests))
         .route("/requests/{id}/approve", post(pages::approve))

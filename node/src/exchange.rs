@@ -125,10 +125,34 @@ impl Serving {
     }
 }
 
-/// The provider's exchanges in progress.
+/// The provider's exchanges in progress, and this node's own fetches being received.
 #[derive(Default)]
 pub struct Exchanges {
     serving: Mutex<HashMap<ExchangeId, Serving>>,
+    receiving: Mutex<HashMap<ExchangeId, Receiving>>,
+}
+
+/// A fetch this node is receiving, as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct Receiving {
+    pub provider: MemberId,
+    pub dataset: DatasetRef,
+    pub size: u64,
+    /// Bytes verified so far.
+    pub done: u64,
+    pub started: Instant,
+}
+
+/// Removes a fetch from the receiving table when it ends, however it ends.
+pub struct ReceivingGuard<'a> {
+    table: &'a Exchanges,
+    id: ExchangeId,
+}
+
+impl Drop for ReceivingGuard<'_> {
+    fn drop(&mut self) {
+        self.table.receiving.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 /// What a chunk request needs, copied out of the table so no lock is held during I/O.
@@ -206,6 +230,24 @@ impl Exchanges {
     /// The grant an exchange in progress runs under.
     pub fn grant_of(&self, id: &ExchangeId) -> Option<GrantId> {
         self.lock().get(id).and_then(|s| s.grant)
+    }
+
+    /// A fetch of ours starts receiving; it is listed until the guard is dropped.
+    pub fn receiving(&self, id: ExchangeId, r: Receiving) -> ReceivingGuard<'_> {
+        self.receiving.lock().unwrap_or_else(|p| p.into_inner()).insert(id, r);
+        ReceivingGuard { table: self, id }
+    }
+
+    /// Bytes verified so far of a fetch of ours.
+    pub fn received(&self, id: &ExchangeId, done: u64) {
+        if let Some(r) = self.receiving.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
+            r.done = done;
+        }
+    }
+
+    /// This node's fetches being received now.
+    pub fn receiving_list(&self) -> Vec<(ExchangeId, Receiving)> {
+        self.receiving.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     /// A chunk of `bytes` went out.

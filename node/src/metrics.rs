@@ -95,6 +95,7 @@ pub struct Metrics {
     /// The latest batch latencies (seconds) of each side, for the dashboard's percentiles
     /// (Prometheus computes its own from the histograms).
     recent: std::sync::Mutex<Recent>,
+    by_call: std::sync::Mutex<std::collections::HashMap<CallKey, CallStat>>,
 }
 
 /// At most [`RECENT`] latest batch latencies per side.
@@ -105,6 +106,28 @@ struct Recent {
 }
 
 const RECENT: usize = 4096;
+
+/// Sharing calls since start by side, peer, dataset and application (the dashboard's statistics).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey {
+    /// `sent` or `served`.
+    pub side: &'static str,
+    pub peer: String,
+    pub dataset: String,
+    pub app: String,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStat {
+    pub calls: u64,
+    pub answered: u64,
+    pub not_answered: u64,
+    /// Bytes of the records answered (their JSON as sent).
+    pub bytes: u64,
+}
+
+/// Most distinct keys kept; calls past it are counted under `(other)`.
+const MAX_CALL_KEYS: usize = 10_000;
 
 fn push_recent(q: &mut std::collections::VecDeque<f64>, v: f64) {
     if q.len() == RECENT {
@@ -276,6 +299,7 @@ impl Metrics {
             batch_calls,
             started: SystemTime::now(),
             recent: std::sync::Mutex::default(),
+            by_call: std::sync::Mutex::default(),
         }
     }
 
@@ -333,6 +357,39 @@ impl Metrics {
     }
 
     /// A batch of calls this node served, once its answer was durable.
+    /// One sharing call's outcome, for the statistics by peer, dataset and application.
+    pub fn call_done(
+        &self,
+        side: &'static str,
+        peer: &str,
+        dataset: &str,
+        app: Option<&str>,
+        answered: bool,
+        bytes: usize,
+    ) {
+        let mut map = self.by_call.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut key = CallKey { side, peer: peer.into(), dataset: dataset.into(), app: app.unwrap_or("(none)").into() };
+        if !map.contains_key(&key) && map.len() >= MAX_CALL_KEYS {
+            key = CallKey { side, peer: "(other)".into(), dataset: "(other)".into(), app: "(other)".into() };
+        }
+        let s = map.entry(key).or_default();
+        s.calls += 1;
+        if answered {
+            s.answered += 1;
+            s.bytes += bytes as u64;
+        } else {
+            s.not_answered += 1;
+        }
+    }
+
+    /// The call statistics since start, sorted.
+    pub fn call_stats(&self) -> Vec<(CallKey, CallStat)> {
+        let map = self.by_call.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<(CallKey, CallStat)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The latest batch latencies in seconds: (sent, served), each oldest first.
     pub fn recent_batch_seconds(&self) -> (Vec<f64>, Vec<f64>) {
         let r = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

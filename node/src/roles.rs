@@ -68,6 +68,8 @@ pub enum Action {
     ViewProvenance,
     ViewApps,
     ViewUsers,
+    /// Publish a dataset from a database source (`publish --source`).
+    Publish,
     Withdraw,
     Approve,
     Deny,
@@ -80,7 +82,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::ViewOverview,
         Action::ViewStatus,
         Action::ViewCatalog,
@@ -91,6 +93,7 @@ impl Action {
         Action::ViewProvenance,
         Action::ViewApps,
         Action::ViewUsers,
+        Action::Publish,
         Action::Withdraw,
         Action::Approve,
         Action::Deny,
@@ -128,7 +131,7 @@ pub fn permits(role: Role, action: Action) -> bool {
         // Read-only everything, and checking the record (verifying changes nothing).
         Role::Auditor => action.is_view() || action == A::VerifyProvenance,
         Role::Operator => matches!(action, A::ViewOverview | A::ViewStatus | A::ViewExchanges | A::ViewStats),
-        Role::Publisher => matches!(action, A::ViewOverview | A::ViewCatalog | A::Withdraw),
+        Role::Publisher => matches!(action, A::ViewOverview | A::ViewCatalog | A::Publish | A::Withdraw),
         Role::Approver => matches!(
             action,
             A::ViewOverview
@@ -150,6 +153,15 @@ pub enum Actor {
     Owner,
     /// A dashboard user.
     User { name: String, role: Role },
+    /// A `publish --every` schedule, run by the node; `set_by` is who set it ([`Actor::who`]).
+    Schedule { set_by: String },
+}
+
+impl Default for Actor {
+    /// Whoever is at the admin socket: the node's owner.
+    fn default() -> Actor {
+        Actor::Owner
+    }
 }
 
 impl Actor {
@@ -157,8 +169,17 @@ impl Actor {
     /// alice (approver)`.
     pub fn note(&self) -> String {
         match self {
-            Actor::Owner => "by the node owner (admin socket)".into(),
-            Actor::User { name, role } => format!("by dashboard user {name} ({role})"),
+            Actor::Schedule { set_by } => format!("by the schedule {set_by} set"),
+            other => format!("by {}", other.who()),
+        }
+    }
+
+    /// `the node owner (admin socket)`, `dashboard user alice (approver)`.
+    pub fn who(&self) -> String {
+        match self {
+            Actor::Owner => "the node owner (admin socket)".into(),
+            Actor::User { name, role } => format!("dashboard user {name} ({role})"),
+            Actor::Schedule { set_by } => format!("the schedule {set_by} set"),
         }
     }
 }
@@ -173,7 +194,7 @@ mod tests {
         use Action as A;
         let table: [(Role, &[Action]); 4] = [
             (Role::Operator, &[A::ViewOverview, A::ViewStatus, A::ViewExchanges, A::ViewStats]),
-            (Role::Publisher, &[A::ViewOverview, A::ViewCatalog, A::Withdraw]),
+            (Role::Publisher, &[A::ViewOverview, A::ViewCatalog, A::Publish, A::Withdraw]),
             (
                 Role::Approver,
                 &[

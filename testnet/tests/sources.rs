@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::web::Web;
 use common::{CONNECT, SOON, refused};
 use deltafed_testnet::postgres::Postgres;
 use deltafed_testnet::{Federation, path_str};
@@ -465,4 +466,37 @@ fn a_database_that_goes_away_or_stalls_gives_503_and_the_node_recovers() -> Resu
 
 fn pg_psql(_pg: &Postgres) -> Result<std::path::PathBuf> {
     Ok(deltafed_testnet::postgres::bin_dir()?.join("psql"))
+}
+
+#[test]
+fn a_publisher_publishes_a_table_from_the_dashboard_and_the_record_names_them() -> Result<()> {
+    let pg = Postgres::start()?;
+    pg.sql("CREATE TABLE permits (permit text PRIMARY KEY, holder text); INSERT INTO permits VALUES ('P1', 'Acme')")?;
+    let fed = federation(&["zhejiang"], &[])?;
+    fed.json("zhejiang", &["source", "add", "permits-db", "--url", &pg.url()])?;
+    let u = fed.json("zhejiang", &["user", "add", "paula", "--role", "publisher"])?;
+    let web = Web::login(&fed.dashboard_url("zhejiang")?, "paula", u["secret"].as_str().context("secret")?)?;
+    let catalog = web.get("/catalog")?;
+    assert!(catalog.body.contains("permits-db"), "the form offers the source: {}", catalog.body);
+    let form = [
+        ("source", "permits-db"),
+        ("table", "permits"),
+        ("dataset", "permits"),
+        ("title", "Permits"),
+        ("key_field", "permit"),
+        ("every", "1h"),
+    ];
+    let p = web.post("/catalog/publish", &form)?;
+    assert_eq!(p.status.as_u16(), 303, "{}", p.body);
+    assert_eq!(fed.catalog("zhejiang")?, vec!["zhejiang/permits@1".to_string()]);
+    let log = fed.json("zhejiang", &["provenance"])?;
+    let published = log.as_array().and_then(|l| l.iter().find(|e| e["kind"] == "published")).context("published")?;
+    let note = published["note"].as_str().unwrap_or_default();
+    assert!(note.ends_with("by dashboard user paula (publisher)"), "{note}");
+    // The schedule remembers who set it; a source that does not exist is a clear 404.
+    let s = schedule_of(&fed, "permits-db", "permits")?;
+    assert!(s["every"] == "1h", "{s}");
+    let bad = web.post("/catalog/publish", &[("source", "nope"), ("table", "t"), ("dataset", "t"), ("title", "T")])?;
+    assert_eq!(bad.status.as_u16(), 404, "{}", bad.body);
+    Ok(())
 }

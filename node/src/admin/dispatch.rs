@@ -45,7 +45,7 @@ impl Node {
             R::Status => json(self.status_view().await?),
             R::Peers => json(self.peers_view().await?),
             R::Publish(p) => {
-                let m = self.publish(p).await?;
+                let m = self.publish(p, actor).await?;
                 let b = m.body();
                 json(api::Published {
                     publisher: b.publisher.to_string(),
@@ -261,7 +261,7 @@ impl Node {
             }
             R::PublishSource(p) => {
                 let every = p.every.clone();
-                let (m, _) = self.publish_source(p).await?;
+                let (m, _) = self.publish_source(p, actor).await?;
                 let b = m.body();
                 json(api::SourcePublished {
                     publisher: b.publisher.to_string(),

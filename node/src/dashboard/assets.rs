@@ -37,6 +37,9 @@ svg.map .member circle { fill: #c9d3dd; stroke: #8796a5; stroke-width: 2; }
 svg.map .member.up circle { fill: #bfe6cf; stroke: var(--ok); }
 svg.map .member.me circle { fill: var(--accent); stroke: #07396b; }
 svg.map text { text-anchor: middle; font-size: 14px; fill: var(--ink); }
+svg.chart { width: 100%; max-width: 720px; background: #fff; border: 1px solid var(--line); margin-bottom: .6rem; }
+svg.chart .answered { fill: var(--ok); } svg.chart .not-answered { fill: #e8b4b0; }
+svg.chart text { font-size: 12px; fill: var(--ink); } svg.chart text.label { text-anchor: start; }
 .legend .up { color: var(--ok); } .legend .down { color: var(--muted); }
 .tag { background: #e3f0fb; color: var(--accent); padding: 0 .35rem; border-radius: 3px; font-size: .8em; }
 .hint, .message { color: var(--muted); }

@@ -211,7 +211,30 @@ pub async fn catalog(d: St, v: Viewer, Query(s): Query<Search>) -> Response {
     let items: Vec<api::CatalogItem> =
         try_page!(view(&d, &v, Request::Catalog { publisher: None, query: q.clone() }).await);
     let me = d.node.member().to_string();
+    let sources: Vec<api::SourceView> =
+        if v.may(Action::Publish) { try_page!(view(&d, &v, Request::SourceList).await) } else { Vec::new() };
     let body = html! {
+        @if v.may(Action::Publish) {
+            details {
+                summary { "Publish from a database source" }
+                @if sources.is_empty() {
+                    p.hint { "No sources yet: the node's owner adds them with `deltafed source add`." }
+                } @else {
+                    form.grant method="post" action="/catalog/publish" {
+                        (csrf(&v))
+                        label { "Source " select name="source" { @for s in &sources { option value=(s.name) { (s.name) } } } }
+                        label { "Table " input name="table" placeholder="schema.table"; }
+                        label { "or SQL " input name="sql" placeholder="SELECT ..."; }
+                        label { "Dataset id " input name="dataset" required; }
+                        label { "Title " input name="title" required; }
+                        label { "Key field " input name="key_field"; }
+                        label { "Republish every " input name="every" placeholder="e.g. 1h"; }
+                        label { input type="checkbox" name="live" value="on"; " answer record calls from the table (live)" }
+                        button type="submit" { "Publish" }
+                    }
+                }
+            }
+        }
         form.search method="get" action="/catalog" {
             input type="search" name="q" value=(q.clone().unwrap_or_default()) placeholder="id, title or description";
             button type="submit" { "Search" }
@@ -240,6 +263,57 @@ pub async fn catalog(d: St, v: Viewer, Query(s): Query<Search>) -> Response {
         @if items.is_empty() { p { "Nothing in the catalog matches." } }
     };
     layout(Some(&v), "Catalog", body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct PublishForm {
+    csrf: String,
+    source: String,
+    #[serde(default)]
+    table: String,
+    #[serde(default)]
+    sql: String,
+    dataset: String,
+    title: String,
+    #[serde(default)]
+    key_field: String,
+    #[serde(default)]
+    every: String,
+    #[serde(default)]
+    live: Option<String>,
+}
+
+pub async fn publish(d: St, v: Viewer, axum::Form(f): axum::Form<PublishForm>) -> Response {
+    try_page!(v.require(Action::Publish));
+    try_page!(v.check_csrf(&f.csrf));
+    let given = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    let selection = match (given(&f.table), given(&f.sql)) {
+        (Some(t), None) => crate::sources::Selection::Table(t),
+        (None, Some(q)) => crate::sources::Selection::Sql(q),
+        _ => {
+            return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad form", "Give a table or a query, not both."))
+                .into_response();
+        }
+    };
+    let Ok(dataset) = f.dataset.trim().parse() else {
+        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad dataset", "Not a dataset id.")).into_response();
+    };
+    let req = Request::PublishSource(api::SourcePublishRequest {
+        source: f.source,
+        selection,
+        dataset,
+        title: f.title,
+        description: String::new(),
+        // The CLI's defaults; anything else is published with the CLI.
+        classification: deltafed_protocol::manifest::Classification::General,
+        sharing: deltafed_protocol::manifest::Sharing::Conditional,
+        key_field: given(&f.key_field),
+        format: None,
+        live: f.live.is_some(),
+        every: given(&f.every),
+    });
+    let _: serde_json::Value = try_page!(view(&d, &v, req).await);
+    Redirect::to("/catalog").into_response()
 }
 
 #[derive(Deserialize)]
@@ -447,6 +521,7 @@ fn text(v: &serde_json::Value) -> String {
 pub async fn exchanges(d: St, v: Viewer) -> Response {
     try_page!(v.require(Action::ViewExchanges));
     let serving = d.node.serving();
+    let receiving = d.node.receiving();
     let calls = try_page!(recent(&d, &v, &["calls-served", "calls-answered"], 50).await);
     let fetches = try_page!(recent(&d, &v, &["exchange-served", "exchange-received", "exchange-refused"], 50).await);
     let body = html! {
@@ -464,6 +539,20 @@ pub async fn exchanges(d: St, v: Viewer) -> Response {
             }
         }
         @if serving.is_empty() { p { "No fetch is being served now." } }
+        h2 { "Fetches being received" }
+        table {
+            thead { tr { th { "Exchange" } th { "From" } th { "Dataset" } th { "Progress" } th { "Running" } } }
+            tbody {
+                @for (id, r) in &receiving {
+                    tr {
+                        td { code { (id.to_string()) } } td { (r.provider) } td { (r.dataset) }
+                        td { progress max=(r.size.max(1)) value=(r.done) {} " " (r.done) " of " (r.size) " bytes verified" }
+                        td { (r.started.elapsed().as_secs()) " s" }
+                    }
+                }
+            }
+        }
+        @if receiving.is_empty() { p { "No fetch is being received now." } }
         h2 { "Recent fetches" }
         (entries_table(&fetches))
         h2 { "Recent call batches" }
@@ -508,33 +597,38 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(i).copied()
 }
 
-/// Counts of one grouping: key → (calls, answered, refused, records).
+/// Counts of one grouping: key → (calls, answered, not answered, bytes answered).
 type Groups = std::collections::BTreeMap<String, (u64, u64, u64, u64)>;
 
 pub async fn stats(d: St, v: Viewer) -> Response {
     try_page!(v.require(Action::ViewStats));
+    // Counts and bytes since the node started, kept in memory by the call path.
+    let (mut by_peer, mut by_dataset, mut by_app) = (Groups::new(), Groups::new(), Groups::new());
+    let mut total = (0u64, 0u64, 0u64, 0u64);
+    for (k, st) in d.node.metrics().call_stats() {
+        let side = if k.side == "served" { "served to" } else { "sent to" };
+        for (g, key) in [
+            (&mut by_peer, format!("{side} {}", k.peer)),
+            (&mut by_dataset, k.dataset.clone()),
+            (&mut by_app, k.app.clone()),
+        ] {
+            let x = g.entry(key).or_default();
+            x.0 += st.calls;
+            x.1 += st.answered;
+            x.2 += st.not_answered;
+            x.3 += st.bytes;
+        }
+        total.0 += st.calls;
+        total.1 += st.answered;
+        total.2 += st.not_answered;
+        total.3 += st.bytes;
+    }
+    // Refusals by reason, from the latest batches in the log (the reasons are recorded there).
     let entries = try_page!(recent(&d, &v, &["calls-served", "calls-answered"], 5000).await);
-    let (mut by_peer, mut by_dataset, mut by_app, mut reasons) =
-        (Groups::new(), Groups::new(), Groups::new(), Groups::new());
-    for e in &entries {
-        let side = if e["kind"] == "calls-served" { "served to" } else { "sent to" };
-        let peer = format!("{side} {}", text(&e["peer"]));
-        for c in e["calls"].as_array().into_iter().flatten() {
-            let answered = c["outcome"] == "answered";
-            let records = c["records"].as_u64().unwrap_or(0);
-            let add = |g: &mut Groups, k: String| {
-                let x = g.entry(k).or_default();
-                x.0 += 1;
-                x.1 += u64::from(answered);
-                x.2 += u64::from(!answered);
-                x.3 += records;
-            };
-            add(&mut by_peer, peer.clone());
-            add(&mut by_dataset, text(&c["dataset"]));
-            add(&mut by_app, c["app"].as_str().unwrap_or("(none)").to_string());
-            if let Some(r) = c["reason"].as_str() {
-                add(&mut reasons, r.to_string());
-            }
+    let mut reasons: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for c in entries.iter().flat_map(|e| e["calls"].as_array().cloned().unwrap_or_default()) {
+        if let Some(r) = c["reason"].as_str() {
+            *reasons.entry(r.to_string()).or_default() += 1;
         }
     }
     let (mut sent, mut served) = d.node.metrics().recent_batch_seconds();
@@ -542,16 +636,31 @@ pub async fn stats(d: St, v: Viewer) -> Response {
     served.sort_by(f64::total_cmp);
     let ms = |x: Option<f64>| x.map(|s| format!("{:.2} ms", s * 1000.0)).unwrap_or_else(|| "-".into());
     let group = |title: &str, g: &Groups| {
+        // A bar per row: answered and not answered, to scale with the largest row.
+        let most = g.values().map(|x| x.0).max().unwrap_or(0).max(1) as f64;
+        let height = 22 * g.len().max(1);
         html! {
             h2 { (title) }
+            svg.chart viewBox=(format!("0 0 620 {height}")) role="img" aria-label=(format!("{title}: calls")) {
+                @for (i, (k, (n, a, _, _))) in g.iter().enumerate() {
+                    @let y = 22 * i;
+                    @let w_all = 400.0 * *n as f64 / most;
+                    @let w_ok = 400.0 * *a as f64 / most;
+                    text x="0" y=(y + 15) class="label" { (k) }
+                    rect x="200" y=(y + 3) width=(format!("{w_all:.1}")) height="16" class="not-answered" {}
+                    rect x="200" y=(y + 3) width=(format!("{w_ok:.1}")) height="16" class="answered" {}
+                    text x=(format!("{:.1}", 206.0 + w_all)) y=(y + 15) class="value" { (n) }
+                }
+            }
             table.stats {
-                thead { tr { th {} th { "Calls" } th { "Answered" } th { "Not answered" } th { "Records" } } }
-                tbody { @for (k, (n, a, r, rec)) in g { tr { td { (k) } td { (n) } td { (a) } td { (r) } td { (rec) } } } }
+                thead { tr { th {} th { "Calls" } th { "Answered" } th { "Not answered" } th { "Bytes answered" } } }
+                tbody { @for (k, (n, a, r, b)) in g { tr { td { (k) } td { (n) } td { (a) } td { (r) } td { (b) } } } }
             }
         }
     };
     let body = html! {
-        p { "Over the latest " (entries.len()) " call batches in the log." }
+        p { "Since the node started: " (total.0) " calls, " (total.1) " answered, " (total.2) " not answered, "
+            (total.3) " bytes of records answered." }
         table.stats {
             thead { tr { th { "Batch latency" } th { "batches" } th { "p50" } th { "p99" } } }
             tbody {
@@ -562,7 +671,11 @@ pub async fn stats(d: St, v: Viewer) -> Response {
         (group("By peer", &by_peer))
         (group("By dataset", &by_dataset))
         (group("By application", &by_app))
-        (group("Refusals by reason", &reasons))
+        h2 { "Refusals by reason (latest " (entries.len()) " batches in the log)" }
+        table.stats {
+            thead { tr { th { "Reason" } th { "Calls" } } }
+            tbody { @for (r, n) in &reasons { tr { td { (r) } td { (n) } } } }
+        }
     };
     layout(Some(&v), "Call statistics", body).into_response()
 }

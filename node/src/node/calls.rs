@@ -209,7 +209,7 @@ impl Node {
         let mut dataset = m.dataset_ref().unversioned();
         let mut results = Vec::with_capacity(waiting.len());
         for (key, rx) in waiting {
-            let (mut exchange, mut fields, mut read) = (None, None, None);
+            let (mut exchange, mut fields, mut read, mut bytes) = (None, None, None, 0);
             let outcome = match rx.await {
                 Ok(Ok(Done {
                     outcome: Outcome::Answered { version, fields: f, read: r, .. },
@@ -217,7 +217,7 @@ impl Node {
                     exchange: x,
                 })) => {
                     dataset.version = Some(version);
-                    (exchange, fields, read) = (Some(x), f, r);
+                    (exchange, fields, read, bytes) = (Some(x), f, r, records.len());
                     serde_json::from_slice(&records)
                         .map_err(|e| Error::refused(format!("the records from {provider} are not JSON objects: {e}")))
                 }
@@ -233,6 +233,8 @@ impl Node {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(Error::Unavailable("the node is shutting down".into())),
             };
+            let app = caller.app.as_deref();
+            self.0.metrics.call_done("sent", provider.as_str(), m.dataset.as_str(), app, outcome.is_ok(), bytes);
             results.push(KeyAnswer { key, outcome, exchange, fields, read });
         }
         if dataset.version.is_none() {
@@ -663,6 +665,14 @@ impl Node {
         let answer = Signed::sign(answer, &self.0.key).map_err(|e| whole(e.to_string()))?;
         let datasets = distinct_datasets(me, decided.iter().filter_map(|d| d.as_ref().ok()).map(|(c, _)| &c.dataset));
         let tally = crate::metrics::Tally::of(outcomes.iter());
+        for ((d, o), r) in decided.iter().zip(&outcomes).zip(&records) {
+            let (dataset, app) = match d {
+                Ok((c, _)) => (c.dataset.as_str(), c.app.as_deref()),
+                Err(_) => ("(not decoded)", None),
+            };
+            let answered = matches!(o, Outcome::Answered { .. });
+            self.0.metrics.call_done("served", from.as_str(), dataset, app, answered, r.len());
+        }
         let logs = calls
             .iter()
             .zip(outcomes)

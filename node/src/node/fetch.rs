@@ -374,6 +374,16 @@ impl Node {
         let mut index = next;
         let mut done = from;
         let mut inflight = FuturesOrdered::new();
+        let _listed = self.0.exchanges.receiving(
+            t.exchange,
+            crate::exchange::Receiving {
+                provider: m.publisher.clone(),
+                dataset: m.dataset_ref(),
+                size: t.size,
+                done,
+                started: std::time::Instant::now(),
+            },
+        );
         loop {
             while inflight.len() < WINDOW && next < count {
                 let (net, exchange, index) = (self.0.net.clone(), t.exchange, next);
@@ -408,6 +418,7 @@ impl Node {
                 ))));
             }
             done += chunk.len() as u64;
+            self.0.exchanges.received(&t.exchange, done);
             self.0.metrics.chunk_received(m.publisher.as_str(), chunk.len());
             if !sink.put(chunk).await? {
                 // The writer stopped on a disk error; `finish` reports it.

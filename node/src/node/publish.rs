@@ -17,12 +17,19 @@ pub(super) struct Publishing {
     pub schema: Option<Vec<deltafed_protocol::manifest::Field>>,
     pub live: bool,
     pub only_if_changed: bool,
+    /// Who publishes, for the record.
+    pub actor: crate::roles::Actor,
 }
 
 impl Node {
-    pub async fn publish(&self, p: api::PublishRequest) -> Result<Signed<Manifest>, Error> {
+    pub async fn publish(
+        &self,
+        p: api::PublishRequest,
+        actor: &crate::roles::Actor,
+    ) -> Result<Signed<Manifest>, Error> {
         let dataset = p.dataset.clone();
-        let (signed, _) = self.publish_with(p, Publishing::default()).await?;
+        let how = Publishing { actor: actor.clone(), ..Publishing::default() };
+        let (signed, _) = self.publish_with(p, how).await?;
         // A file replaces whatever a source published under this id: no schedule, not live.
         self.end_source_publishing(&dataset)?;
         Ok(signed)
@@ -122,7 +129,7 @@ impl Node {
                 return Err(Error::refused(format!("the new manifest was not accepted locally: {other:?}")));
             }
         }
-        self.record(Record::published(&signed))?;
+        self.record(Record::published(&signed).by(&how.actor))?;
         self.0.durable.sync().await?;
         self.announce(Gossip::Manifest(signed.as_bytes().to_vec())).await?;
         let b = signed.body();

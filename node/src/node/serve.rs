@@ -170,6 +170,11 @@ impl Node {
         self.0.exchanges.list()
     }
 
+    /// This node's own fetches being received now.
+    pub fn receiving(&self) -> Vec<(deltafed_protocol::ExchangeId, crate::exchange::Receiving)> {
+        self.0.exchanges.receiving_list()
+    }
+
     pub(super) async fn serve_chunk(&self, from: &MemberId, exchange_id: ExchangeId, index: u64) -> wire::Response {
         let Some(src) = self.0.exchanges.source(&exchange_id) else {
             return wire::Response::Refused(format!(

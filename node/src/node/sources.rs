@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::publish::Publishing;
 use super::{Error, Node, now};
 use crate::admin::api;
+use crate::roles::Actor;
 use crate::sources::{self, PasswordRef, Selection, Source, Sources, live};
 use crate::store::{Batch, Cf};
 
@@ -34,6 +35,9 @@ pub struct Schedule {
     /// What the last run did: `published vN`, `unchanged` or the error.
     #[serde(default)]
     pub last: Option<String>,
+    /// Who set the schedule ([`Actor::who`]).
+    #[serde(default)]
+    pub set_by: String,
 }
 
 fn schedule_key(dataset: &DatasetId) -> Vec<u8> {
@@ -102,7 +106,11 @@ impl Node {
 
     /// `deltafed publish --source NAME (--table T | --sql Q) [--live] [--every D]`: a snapshot
     /// of the rows as the next version of the dataset, its schema from the column types.
-    pub async fn publish_source(&self, p: api::SourcePublishRequest) -> Result<(Signed<Manifest>, bool), Error> {
+    pub async fn publish_source(
+        &self,
+        p: api::SourcePublishRequest,
+        actor: &Actor,
+    ) -> Result<(Signed<Manifest>, bool), Error> {
         let every = match &p.every {
             None => None,
             Some(text) => {
@@ -115,13 +123,19 @@ impl Node {
                 Some(d)
             }
         };
-        let (signed, changed) = self.publish_source_once(&p, false).await?;
+        let (signed, changed) = self.publish_source_once(&p, false, actor).await?;
         let key = schedule_key(&p.dataset);
         let mut batch = Batch::default();
         match every {
             Some(d) => {
                 let every_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                let s = Schedule { request: p.clone(), every_ms, next: now().saturating_add(d), last: None };
+                let s = Schedule {
+                    request: p.clone(),
+                    every_ms,
+                    next: now().saturating_add(d),
+                    last: None,
+                    set_by: actor.who(),
+                };
                 let bytes = serde_json::to_vec(&s).map_err(|e| Error::internal("encoding a schedule", e))?;
                 batch.put(Cf::Meta, key, bytes);
             }
@@ -139,6 +153,7 @@ impl Node {
         &self,
         p: &api::SourcePublishRequest,
         only_if_changed: bool,
+        actor: &Actor,
     ) -> Result<(Signed<Manifest>, bool), Error> {
         let format = match p.format {
             None | Some(Format::Jsonl) => Format::Jsonl,
@@ -181,7 +196,7 @@ impl Node {
             key_field: p.key_field.clone(),
             format: Some(format),
         };
-        let how = Publishing { schema: Some(exported.schema), live: p.live, only_if_changed };
+        let how = Publishing { schema: Some(exported.schema), live: p.live, only_if_changed, actor: actor.clone() };
         // `tmp` lives until the import has copied it.
         let out = self.publish_with(publish, how).await;
         drop(tmp);
@@ -222,7 +237,9 @@ impl Node {
         for mut s in schedules {
             if s.next <= now() {
                 let dataset = s.request.dataset.clone();
-                let last = match self.publish_source_once(&s.request, true).await {
+                // A scheduled run is recorded as the schedule's, naming who set it.
+                let by = Actor::Schedule { set_by: s.set_by.clone() };
+                let last = match self.publish_source_once(&s.request, true, &by).await {
                     Ok((m, true)) => {
                         tracing::info!(dataset = %m.body().dataset_ref(), "scheduled republish: changed");
                         format!("published version {}", m.body().version)

@@ -3,6 +3,8 @@
 // Each test file uses its own part of these.
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::time::Duration;
 
 use anyhow::Result;

@@ -144,7 +144,8 @@ pub fn publish(g: &Global, a: PublishArgs) -> Result<ExitCode> {
         });
         let p: api::SourcePublished = client(g)?.call(&req)?;
         return emit(g.json, &p, || {
-            let mut s = format!("{}/{}@{} {}", p.publisher, p.dataset, p.version, p.content_hash);
+            let b = &p.published;
+            let mut s = format!("{}/{}@{} {}", b.publisher, b.dataset, b.version, b.content_hash);
             if p.live {
                 s += " (live)";
             }

@@ -91,13 +91,18 @@ fn setup() -> Result<Setup> {
     common::wait_catalog(&mut fed, "shanghai", "zhejiang/licences@1")?;
     let sent = fed.json("shanghai", &["request", "zhejiang/licences", "--purpose", "credit checks"])?;
     let request_id = sent["request_id"].as_str().context("request_id")?.to_string();
-    fed.wait_for("the request at zhejiang", SOON, |f| {
-        let r = f.json("zhejiang", &["requests"])?;
-        Ok(r.as_array().is_some_and(|l| l.iter().any(|x| x["request_id"] == request_id.as_str())))
-    })?;
+    wait_request(&mut fed, &request_id)?;
     let g = fed.json("zhejiang", &["grant", "permits", "--to", "shanghai", "--purpose", "inspections"])?;
     let grant_id = g["grant_id"].as_str().context("grant_id")?.to_string();
     Ok(Setup { fed, request_id, grant_id })
+}
+
+/// Waits until zhejiang holds the access request `id`.
+fn wait_request(fed: &mut Federation, id: &str) -> Result<()> {
+    fed.wait_for(&format!("request {id} at zhejiang"), SOON, |f| {
+        let r = f.json("zhejiang", &["requests"])?;
+        Ok(r.as_array().is_some_and(|l| l.iter().any(|x| x["request_id"] == id)))
+    })
 }
 
 fn add_user(fed: &Federation, name: &str, role: &str) -> Result<String> {
@@ -142,10 +147,7 @@ fn role_does_exactly_its_list(role: &str) -> Result<()> {
         // Denied above; a second request to approve.
         let sent = fed.json("shanghai", &["request", "zhejiang/licences", "--purpose", "again"])?;
         let again = sent["request_id"].as_str().context("request_id")?.to_string();
-        fed.wait_for("the second request", SOON, |f| {
-            let r = f.json("zhejiang", &["requests"])?;
-            Ok(r.as_array().is_some_and(|l| l.iter().any(|x| x["request_id"] == again.as_str())))
-        })?;
+        wait_request(&mut fed, &again)?;
         expect("approve", &web.post(&format!("/requests/{again}/approve"), &[("expires", "30d")])?);
     } else {
         expect("approve", &web.post(&format!("/requests/{request_id}/approve"), &[("expires", "")])?);

@@ -271,15 +271,24 @@ pub struct Published {
     pub records: u64,
 }
 
-/// What `publish --source` did.
+impl From<&Manifest> for Published {
+    fn from(b: &Manifest) -> Published {
+        Published {
+            publisher: b.publisher.to_string(),
+            dataset: b.dataset.to_string(),
+            version: b.version,
+            content_hash: b.content_hash.to_string(),
+            size: b.size,
+            records: b.records,
+        }
+    }
+}
+
+/// What `publish --source` did: what `publish` prints, and the source's own fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourcePublished {
-    pub publisher: String,
-    pub dataset: String,
-    pub version: u64,
-    pub content_hash: String,
-    pub size: u64,
-    pub records: u64,
+    #[serde(flatten)]
+    pub published: Published,
     pub live: bool,
     /// The schedule, when `--every` was given.
     pub every: Option<String>,

@@ -46,15 +46,7 @@ impl Node {
             R::Peers => json(self.peers_view().await?),
             R::Publish(p) => {
                 let m = self.publish(p, actor).await?;
-                let b = m.body();
-                json(api::Published {
-                    publisher: b.publisher.to_string(),
-                    dataset: b.dataset.to_string(),
-                    version: b.version,
-                    content_hash: b.content_hash.to_string(),
-                    size: b.size,
-                    records: b.records,
-                })
+                json(api::Published::from(m.body()))
             }
             R::Withdraw { dataset, reason } => {
                 let w = self.withdraw(dataset, reason, actor).await?;
@@ -262,17 +254,7 @@ impl Node {
             R::PublishSource(p) => {
                 let every = p.every.clone();
                 let (m, _) = self.publish_source(p, actor).await?;
-                let b = m.body();
-                json(api::SourcePublished {
-                    publisher: b.publisher.to_string(),
-                    dataset: b.dataset.to_string(),
-                    version: b.version,
-                    content_hash: b.content_hash.to_string(),
-                    size: b.size,
-                    records: b.records,
-                    live: b.live,
-                    every,
-                })
+                json(api::SourcePublished { published: api::Published::from(m.body()), live: m.body().live, every })
             }
             R::UserAdd { user, role } => {
                 let (u, secret) = self.user_add(&user, role).await?;

@@ -182,6 +182,18 @@ fn role_does_exactly_its_list(role: &str) -> Result<()> {
         .filter(|n| n.ends_with(&by_user))
         .map(str::to_string)
         .collect();
+    if pages.contains(&"provenance") {
+        // The timeline starts with the newest entry.
+        let newest = log.as_array().into_iter().flatten().filter_map(|e| e["seq"].as_u64()).max().context("seqs")?;
+        let page = web.get("/provenance")?.body;
+        let first = page
+            .split("<tr data-kind=")
+            .nth(1)
+            .and_then(|row| row.split("<td>").nth(1))
+            .and_then(|cell| cell.split("</td>").next())
+            .context("no entry row on the provenance page")?;
+        assert_eq!(first, newest.to_string(), "{role}: the provenance page's first row");
+    }
     let decisions = ["deny", "approve", "grant", "revoke", "withdraw"].iter().filter(|a| may(a)).count();
     // An approval makes two entries (the grant and the decision).
     let want = decisions + usize::from(may("approve"));

@@ -507,7 +507,8 @@ async fn recent(d: &St, v: &Viewer, kinds: &[&str], limit: usize) -> Result<Vec<
     let all: Vec<serde_json::Value> =
         view(d, v, Request::Provenance { dataset: None, peer: None, since: None, limit: Some(5000), key: None })
             .await?;
-    Ok(all.into_iter().rev().filter(|e| kinds.iter().any(|k| e["kind"] == *k)).take(limit).collect())
+    // Newest first, as the log answers.
+    Ok(all.into_iter().filter(|e| kinds.iter().any(|k| e["kind"] == *k)).take(limit).collect())
 }
 
 fn text(v: &serde_json::Value) -> String {
@@ -715,7 +716,7 @@ pub async fn provenance(d: St, v: Viewer, Query(f): Query<LogFilter>) -> Respons
     let all: Vec<serde_json::Value> = try_page!(view(&d, &v, req).await);
     let kind = nonempty(&f.kind);
     let shown: Vec<serde_json::Value> =
-        all.into_iter().rev().filter(|e| kind.as_ref().is_none_or(|k| e["kind"] == k.as_str())).take(200).collect();
+        all.into_iter().filter(|e| kind.as_ref().is_none_or(|k| e["kind"] == k.as_str())).take(200).collect();
     let body = html! {
         form.search method="get" action="/provenance" {
             input name="dataset" placeholder="MEMBER/DATASET" value=(f.dataset.clone().unwrap_or_default());

@@ -427,7 +427,7 @@ fn a_database_that_goes_away_or_stalls_gives_503_and_the_node_recovers() -> Resu
     assert_eq!(code, 200);
 
     // A table locked by another session: the statement times out, the caller gets 503.
-    let mut locker = Command::new(pg_psql(&pg)?)
+    let mut locker = Command::new(deltafed_testnet::postgres::bin_dir()?.join("psql"))
         .args(["-X", "-q", "-h", path_str(pg.dir())?, "-p", &pg.port().to_string(), "-U", "deltafed", "-d", "deltafed"])
         .args(["-c", "BEGIN; LOCK TABLE companies IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60);"])
         .stdout(Stdio::null())
@@ -462,10 +462,6 @@ fn a_database_that_goes_away_or_stalls_gives_503_and_the_node_recovers() -> Resu
         bail!("the node panicked");
     }
     Ok(())
-}
-
-fn pg_psql(_pg: &Postgres) -> Result<std::path::PathBuf> {
-    Ok(deltafed_testnet::postgres::bin_dir()?.join("psql"))
 }
 
 #[test]

@@ -99,6 +99,11 @@ fn failed(v: &Viewer, e: &crate::node::Error) -> Early {
     (status, message_page(Some(v), "It did not work", &e.to_string())).into_response().into()
 }
 
+/// 400, for a form or filter that names nothing valid.
+fn bad_request(v: &Viewer, title: &str, text: &str) -> Response {
+    (StatusCode::BAD_REQUEST, message_page(Some(v), title, text)).into_response()
+}
+
 fn csrf(v: &Viewer) -> Markup {
     html! { input type="hidden" name="csrf" value=(v.session.csrf); }
 }
@@ -291,12 +296,11 @@ pub async fn publish(d: St, v: Viewer, axum::Form(f): axum::Form<PublishForm>) -
         (Some(t), None) => crate::sources::Selection::Table(t),
         (None, Some(q)) => crate::sources::Selection::Sql(q),
         _ => {
-            return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad form", "Give a table or a query, not both."))
-                .into_response();
+            return bad_request(&v, "Bad form", "Give a table or a query, not both.");
         }
     };
     let Ok(dataset) = f.dataset.trim().parse() else {
-        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad dataset", "Not a dataset id.")).into_response();
+        return bad_request(&v, "Bad dataset", "Not a dataset id.");
     };
     let req = Request::PublishSource(api::SourcePublishRequest {
         source: f.source,
@@ -331,7 +335,7 @@ pub async fn withdraw(
     try_page!(v.require(Action::Withdraw));
     try_page!(v.check_csrf(&f.csrf));
     let Ok(dataset) = dataset.parse() else {
-        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad dataset", "Not a dataset id.")).into_response();
+        return bad_request(&v, "Bad dataset", "Not a dataset id.");
     };
     let _: serde_json::Value = try_page!(view(&d, &v, Request::Withdraw { dataset, reason: f.reason }).await);
     Redirect::to("/catalog").into_response()
@@ -393,8 +397,7 @@ pub async fn approve(d: St, v: Viewer, Path(id): Path<String>, axum::Form(f): ax
     try_page!(v.require(Action::Approve));
     try_page!(v.check_csrf(&f.csrf));
     let Ok(request_id) = id.parse() else {
-        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad request id", "Not a request id."))
-            .into_response();
+        return bad_request(&v, "Bad request id", "Not a request id.");
     };
     let expires = Some(f.expires.trim().to_string()).filter(|e| !e.is_empty());
     let req = Request::Approve { request_id, expires, max_fetches: None, max_queries: None };
@@ -406,8 +409,7 @@ pub async fn deny(d: St, v: Viewer, Path(id): Path<String>, axum::Form(f): axum:
     try_page!(v.require(Action::Deny));
     try_page!(v.check_csrf(&f.csrf));
     let Ok(request_id) = id.parse() else {
-        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad request id", "Not a request id."))
-            .into_response();
+        return bad_request(&v, "Bad request id", "Not a request id.");
     };
     let _: serde_json::Value = try_page!(view(&d, &v, Request::Deny { request_id, reason: f.reason }).await);
     Redirect::to("/requests").into_response()
@@ -475,8 +477,7 @@ pub async fn grant(d: St, v: Viewer, axum::Form(f): axum::Form<GrantForm>) -> Re
     try_page!(v.require(Action::Grant));
     try_page!(v.check_csrf(&f.csrf));
     let (Ok(dataset), Ok(to)) = (f.dataset.trim().parse(), f.to.trim().parse()) else {
-        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad grant", "Give a dataset id and a member id."))
-            .into_response();
+        return bad_request(&v, "Bad grant", "Give a dataset id and a member id.");
     };
     let fields: Vec<String> = f.fields.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let req = Request::Grant(api::GrantRequest {
@@ -496,7 +497,7 @@ pub async fn revoke(d: St, v: Viewer, Path(id): Path<String>, axum::Form(f): axu
     try_page!(v.require(Action::Revoke));
     try_page!(v.check_csrf(&f.csrf));
     let Ok(grant_id) = id.parse() else {
-        return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad grant id", "Not a grant id.")).into_response();
+        return bad_request(&v, "Bad grant id", "Not a grant id.");
     };
     let _: serde_json::Value = try_page!(view(&d, &v, Request::Revoke { grant_id, reason: f.reason }).await);
     Redirect::to("/grants").into_response()
@@ -699,16 +700,14 @@ pub async fn provenance(d: St, v: Viewer, Query(f): Query<LogFilter>) -> Respons
     let dataset = match nonempty(&f.dataset).map(|s| s.parse()) {
         Some(Ok(d)) => Some(d),
         Some(Err(_)) => {
-            return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad filter", "dataset is MEMBER/DATASET."))
-                .into_response();
+            return bad_request(&v, "Bad filter", "dataset is MEMBER/DATASET.");
         }
         None => None,
     };
     let peer = match nonempty(&f.peer).map(|s| s.parse()) {
         Some(Ok(p)) => Some(p),
         Some(Err(_)) => {
-            return (StatusCode::BAD_REQUEST, message_page(Some(&v), "Bad filter", "peer is a member id."))
-                .into_response();
+            return bad_request(&v, "Bad filter", "peer is a member id.");
         }
         None => None,
     };

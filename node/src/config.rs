@@ -78,6 +78,11 @@ pub struct Config {
     /// Cap on the bytes per second served to one exchange, e.g. 10485760 for 10 MiB/s, so a large
     /// fetch cannot take all of a link shared with record queries. Default: no cap (0).
     pub serve_rate_limit: u64,
+    /// Fetched data goes over the data path: its own mutual-TLS connection (AES-GCM) on the
+    /// libp2p TCP port, the provider pushing chunks (docs/protocol.md). `false` serves and asks
+    /// chunks over libp2p request-response instead, as releases before it did; a requester
+    /// falls back to that by itself when a provider does not take the data path. Default true.
+    pub direct_data: bool,
     /// Requests from one member handled at once; the rest wait their turn, so no member can
     /// take every handler. Default 16.
     pub member_concurrency: usize,
@@ -360,6 +365,7 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(300),
             max_redial_interval: Duration::from_secs(30),
             serve_rate_limit: 0,
+            direct_data: true,
             member_concurrency: 16,
             member_pending_requests: 100,
             member_grants: 1000,

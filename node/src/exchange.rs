@@ -57,19 +57,31 @@ pub fn parse_table(bytes: &[u8]) -> Option<Vec<Hash>> {
 
 /// Reads chunk `index` of a delivery of `size` bytes.
 pub fn read_chunk(file: &File, index: u64, chunk: u32, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_chunk_into(file, index, chunk, size, &mut buf)?;
+    Ok(buf)
+}
+
+/// Reads chunk `index` into `buf` (resized to the chunk; its allocation is reused).
+pub fn read_chunk_into(file: &File, index: u64, chunk: u32, size: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
     let off = index.saturating_mul(u64::from(chunk));
     if off >= size {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chunk {index} is past the end")));
     }
     let n = usize::try_from((size - off).min(u64::from(chunk))).unwrap_or(0);
-    let mut buf = vec![0u8; n];
-    file.read_exact_at(&mut buf, off)?;
-    Ok(buf)
+    buf.resize(n, 0);
+    file.read_exact_at(buf, off)
 }
 
 /// One exchange a provider is serving.
 pub struct Serving {
     pub requester: MemberId,
+    /// The hash of the signed fetch request the ticket answered: what binds a data-path
+    /// connection to this exchange.
+    pub request: Hash,
+    /// A data-path connection has taken this exchange: one stream per request, so a
+    /// requester cannot have the same ticket's data pushed twice at once.
+    streamed: bool,
     pub grant: Option<GrantId>,
     pub dataset: DatasetRef,
     pub file: Arc<File>,
@@ -99,8 +111,10 @@ pub struct ServingView {
 }
 
 impl Serving {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         requester: MemberId,
+        request: Hash,
         grant: Option<GrantId>,
         dataset: DatasetRef,
         file: Arc<File>,
@@ -110,6 +124,8 @@ impl Serving {
     ) -> Serving {
         Serving {
             requester,
+            request,
+            streamed: false,
             grant,
             dataset,
             file,
@@ -121,6 +137,18 @@ impl Serving {
             next_slot: Instant::now(),
             sent: offset,
             started: Instant::now(),
+        }
+    }
+
+    /// What serving a chunk of it needs.
+    fn source(&self) -> ChunkSource {
+        ChunkSource {
+            requester: self.requester.clone(),
+            grant: self.grant,
+            file: self.file.clone(),
+            size: self.size,
+            chunk_size: self.chunk_size,
+            first_chunk: self.first_chunk,
         }
     }
 }
@@ -201,14 +229,26 @@ impl Exchanges {
         let mut map = self.lock();
         let s = map.get_mut(id)?;
         s.last_used = Instant::now();
-        Some(ChunkSource {
-            requester: s.requester.clone(),
-            grant: s.grant,
-            file: s.file.clone(),
-            size: s.size,
-            chunk_size: s.chunk_size,
-            first_chunk: s.first_chunk,
-        })
+        Some(s.source())
+    }
+
+    /// Takes, for one data-path stream, the exchange `requester` opened with the request of
+    /// hash `request`. `Ok(None)`: no such exchange is listed; `Err`: a stream has it already.
+    pub fn stream_by_request(
+        &self,
+        request: &Hash,
+        requester: &MemberId,
+    ) -> Result<Option<(ExchangeId, ChunkSource)>, ExchangeId> {
+        let mut map = self.lock();
+        let Some((id, s)) = map.iter_mut().find(|(_, s)| &s.request == request && &s.requester == requester) else {
+            return Ok(None);
+        };
+        if s.streamed {
+            return Err(*id);
+        }
+        s.streamed = true;
+        s.last_used = Instant::now();
+        Ok(Some((*id, s.source())))
     }
 
     /// Reserves the time at which `bytes` more may be sent on an exchange limited to `rate`
@@ -250,10 +290,16 @@ impl Exchanges {
         self.receiving.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
-    /// A chunk of `bytes` went out.
-    pub fn sent(&self, id: &ExchangeId, bytes: u64) {
-        if let Some(s) = self.lock().get_mut(id) {
-            s.sent = s.sent.saturating_add(bytes).min(s.size);
+    /// A chunk of `bytes` went out. `false`: the exchange is no longer listed (closed for a
+    /// newer one, or by its receipt).
+    pub fn sent(&self, id: &ExchangeId, bytes: u64) -> bool {
+        match self.lock().get_mut(id) {
+            Some(s) => {
+                s.sent = s.sent.saturating_add(bytes).min(s.size);
+                s.last_used = Instant::now();
+                true
+            }
+            None => false,
         }
     }
 
@@ -430,6 +476,8 @@ pub struct Written {
 pub struct Writer {
     tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<Written>>,
+    /// Buffers the writer has written out, for the next chunks to be read into.
+    recycled: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 impl Writer {
@@ -455,6 +503,8 @@ impl Writer {
             syncer
         })?;
         let mut at = state.verified;
+        // Bounded: buffers nobody takes back (chunks that came over libp2p) are freed.
+        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITE_QUEUE);
         let thread = std::thread::Builder::new().name("fetch-writer".into()).spawn(move || {
             let mut run = || -> std::io::Result<()> {
                 let mut since_sync = 0u64;
@@ -462,6 +512,7 @@ impl Writer {
                     file.write_all_at(&chunk, at)?;
                     at += chunk.len() as u64;
                     since_sync += chunk.len() as u64;
+                    let _ = recycle.try_send(chunk);
                     if since_sync >= save_every {
                         match sync_tx.try_send(at) {
                             Ok(()) => since_sync = 0,
@@ -492,7 +543,12 @@ impl Writer {
             };
             Written { verified: syncer.state.verified, result: result.and(last) }
         })?;
-        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+        Ok(Writer { tx: Some(tx), thread: Some(thread), recycled: std::sync::Mutex::new(recycled) })
+    }
+
+    /// A buffer already written out (its allocation is reused), or a new one.
+    pub fn recycled(&self) -> Vec<u8> {
+        self.recycled.lock().unwrap_or_else(|p| p.into_inner()).try_recv().unwrap_or_default()
     }
 
     /// Queues a verified chunk. `false` means the writer stopped (a disk error): call `finish`.
@@ -570,7 +626,7 @@ mod tests {
         let file = Arc::new(File::create(dir.path().join("blob")).expect("file"));
         let m = |s: &str| s.parse::<MemberId>().expect("member");
         let d: DatasetRef = "zhejiang/d".parse().expect("dataset");
-        let serving = |who: &str| Serving::new(m(who), None, d.clone(), file.clone(), 1, 0, None);
+        let serving = |who: &str| Serving::new(m(who), Hash([0; 32]), None, d.clone(), file.clone(), 1, 0, None);
         let table = Exchanges::default();
         let theirs = ExchangeId([0xbb; 16]);
         table.insert(theirs, serving("anhui"), 16);

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod dashboard;
 pub mod datadir;
+pub mod datapath;
 pub mod durable;
 pub mod exchange;
 pub mod format;

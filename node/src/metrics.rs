@@ -458,6 +458,12 @@ impl Metrics {
         }
     }
 
+    /// A chunk went out on the data path (chunks answered over libp2p are counted by
+    /// `answered`).
+    pub fn chunk_served(&self, peer: &str, bytes: usize) {
+        self.flow("served", peer, bytes as u64);
+    }
+
     /// A verified chunk of a fetch arrived.
     pub fn chunk_received(&self, peer: &str, bytes: usize) {
         self.flow("received", peer, bytes as u64);

@@ -3,7 +3,8 @@
 //! network says as [`Event`]s on another bounded channel.
 //!
 //! Transport: TCP + TLS 1.3 + yamux, and QUIC (TLS 1.3 inside); both authenticate both ends with
-//! the member key (libp2p-tls certificates). No Noise, no plaintext. Authorization is the roster:
+//! the member key (libp2p-tls certificates). The TCP listener is shared with the data path
+//! ([`crate::datapath::shared`]): connections that open with a TLS record go to the node. No Noise, no plaintext. Authorization is the roster:
 //! the allow list admits exactly the members of the roster in force, and is updated in place when
 //! a newer roster is installed (removed members are disconnected at once).
 //!
@@ -20,7 +21,7 @@ use std::time::Duration;
 use deltafed_protocol::MemberId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId, SwarmBuilder, Transport as _, gossipsub, tcp, tls, yamux};
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, Transport as _, gossipsub, tls, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -169,6 +170,9 @@ pub struct Settings {
     pub listen: Vec<Multiaddr>,
     pub members: Members,
     pub max_redial_interval: Duration,
+    /// Where data-path connections on the TCP port go; `None`: the data path is off and every
+    /// connection is libp2p's.
+    pub data: Option<crate::datapath::shared::DataConns>,
 }
 
 /// Builds the swarm, starts listening, and returns the handle, the event stream and the loop to
@@ -183,11 +187,12 @@ pub fn new(
     let mut swarm = SwarmBuilder::with_existing_identity(settings.key.clone())
         .with_tokio()
         .with_quic()
-        // TCP is built by hand for one thing `with_tcp` lacks: a bound on the whole upgrade (TLS
-        // and yamux). Without it an idle socket holds a pending-connection slot for as long as
-        // the peer likes, and a handful of them from a non-member lock members out.
+        // TCP is built by hand: its listener is shared with the data path, and the whole upgrade
+        // (TLS and yamux) is bounded in time, which `with_tcp` lacks. Without that bound an idle
+        // socket holds a pending-connection slot for as long as the peer likes, and a handful of
+        // them from a non-member lock members out.
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            Ok(crate::datapath::shared::SharedTcp::new(settings.data.clone())
                 .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                 .authenticate(tls::Config::new(key)?)
                 .multiplex(yamux::Config::default())

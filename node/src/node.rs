@@ -182,7 +182,12 @@ struct Inner {
     sessions: crate::dashboard::Sessions,
     /// Where the dashboard actually listens (`status`).
     dashboard_url: String,
+    /// The data path's TLS configurations (member certificates, AES-GCM).
+    data_tls: Arc<crate::datapath::tls::Configs>,
 }
+
+/// Data-path connections accepted and waiting for their TLS handshake to start.
+const DATA_CONN_QUEUE: usize = 64;
 
 fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
@@ -317,6 +322,11 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
     );
     let keypair = identity::keypair(&key);
     let peer_id = keypair.public().to_peer_id();
+    let data_tls = Arc::new(
+        crate::datapath::tls::Configs::new(&keypair)
+            .map_err(|e| net::Error::Setup(format!("the data path's TLS configuration: {e}")))?,
+    );
+    let (data_tx, data_conns) = mpsc::channel(DATA_CONN_QUEUE);
     let (net, events, event_loop) = net::new(
         net::Settings {
             key: keypair,
@@ -324,6 +334,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
             listen,
             members: members_of(&roster, &member),
             max_redial_interval: config.max_redial_interval,
+            data: config.direct_data.then_some(data_tx),
         },
         shutdown.clone(),
     )?;
@@ -367,6 +378,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
         schedules_changed: tokio::sync::Notify::new(),
         sessions: crate::dashboard::Sessions::default(),
         dashboard_url: dashboard.url().to_string(),
+        data_tls,
     }));
     node.record_roster_if_new();
     tasks.spawn(event_loop.run());
@@ -378,6 +390,7 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
     tasks.spawn(crate::dashboard::serve(dashboard, node.clone(), tasks.clone(), shutdown.clone()));
     tasks.spawn(apps::flush_usage(node.clone(), shutdown.clone()));
     tasks.spawn(sources::schedules(node.clone(), shutdown.clone()));
+    tasks.spawn(serve::data_path(node.clone(), data_conns, tasks.clone(), shutdown.clone()));
     health.running(node.clone());
 
     stop.await;

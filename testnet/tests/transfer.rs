@@ -1,6 +1,6 @@
 //! Transfers between real nodes: resume after the provider is killed (without reading the
 //! verified prefix again), a provider lying about its chunks, a full disk, revocation in flight,
-//! a corrupted chunk.
+//! a corrupted chunk; the data path taken by default, its fallback, and whom it answers.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -309,5 +309,104 @@ fn a_corrupted_chunk_is_detected_and_nothing_is_written() -> Result<()> {
     assert!(err.contains("chunk 1") && err.contains("does not match") && err.contains("nothing was written"), "{err}");
     assert!(!Path::new(&target).exists());
     assert_eq!(partial_len(&fed, "d.out"), 0);
+    Ok(())
+}
+
+/// By default a fetch's chunks come over the data path: one mutual-TLS stream on the provider's
+/// TCP port, the provider pushing them.
+#[test]
+fn a_fetch_takes_the_data_path_by_default() -> Result<()> {
+    let mut fed = started(&["shanghai", "zhejiang"])?;
+    let data: Vec<u8> = (0..(5u32 << 20) + 77).map(|i| (i % 233) as u8).collect();
+    let path = file(&fed, "d.bin", &data)?;
+    fed.json("zhejiang", &["publish", &path, "--dataset", "d", "--title", "D", "--sharing", "unconditional"])?;
+    wait_catalog(&mut fed, "shanghai", "zhejiang/d@1")?;
+    let target = out(&fed, "d.out")?;
+    let res = fed.json("shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
+    assert_eq!(res["transport"], "direct", "{res}");
+    assert!(std::fs::read(&target)? == data);
+    Ok(())
+}
+
+/// A provider that does not take the data path (here `direct_data = false`, as an older
+/// release) still serves: the requester finds no data path and asks the chunks over libp2p.
+#[test]
+fn a_fetch_falls_back_to_libp2p_when_the_provider_has_no_data_path() -> Result<()> {
+    let mut fed = Federation::init(&["shanghai", "zhejiang"])?;
+    fed.configure("zhejiang", "direct_data = false")?;
+    fed.start_all()?;
+    fed.wait_mesh(&["shanghai", "zhejiang"], CONNECT)?;
+    let data: Vec<u8> = (0..(3u32 << 20) + 9).map(|i| (i % 241) as u8).collect();
+    let path = file(&fed, "d.bin", &data)?;
+    fed.json("zhejiang", &["publish", &path, "--dataset", "d", "--title", "D"])?;
+    wait_catalog(&mut fed, "shanghai", "zhejiang/d@1")?;
+    fed.json("zhejiang", &["grant", "d", "--to", "shanghai", "--purpose", "p"])?;
+    let target = out(&fed, "d.out")?;
+    let res = fed.json("shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
+    assert_eq!(res["transport"], "libp2p", "{res}");
+    assert!(std::fs::read(&target)? == data);
+    Ok(())
+}
+
+/// The data path answers only members, and only for a request that opened an exchange with
+/// them: a TLS peer the roster does not list is closed on without a frame; a member's request
+/// that opened nothing, or one signed by another member, is refused. Driven with the node's own
+/// client against a running provider.
+#[test]
+fn the_data_path_serves_only_the_member_whose_request_opened_the_exchange() -> Result<()> {
+    use deltafed_node::datapath;
+    use deltafed_protocol::Nonce;
+    let mut fed = started(&["shanghai", "zhejiang", "anhui"])?;
+    let path = file(&fed, "d.bin", b"secret rows\n")?;
+    fed.json("zhejiang", &["publish", &path, "--dataset", "d", "--title", "D", "--sharing", "unconditional"])?;
+    wait_catalog(&mut fed, "shanghai", "zhejiang/d@1")?;
+    let (zj, zj_addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 1)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let key_of = |m: &str| deltafed_node::keyfile::read(&fed.data_dir(m).join("node.key"));
+    let request = |signer: &str, requester: &str| -> Result<Vec<u8>> {
+        let req = FetchRequest {
+            v: OBJECT_VERSION,
+            requester: requester.parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: "d".parse()?,
+            version: None,
+            grant: None,
+            nonce: Nonce([9; 16]),
+            time: Timestamp::from_system(std::time::SystemTime::now()),
+            offset: 0,
+        };
+        Ok(Signed::sign(req, &key_of(signer)?)?.into_bytes())
+    };
+    // What the provider sends back to `key`'s holder for `frame`: `None` when it closes on it
+    // without a frame, else the tag and the text of the first frame.
+    let answer = |key: &deltafed_protocol::SecretKey, frame: Vec<u8>| -> Result<Option<(u8, String)>> {
+        rt.block_on(async {
+            use tokio::io::AsyncReadExt;
+            let configs = datapath::tls::Configs::new(&deltafed_node::identity::keypair(key))?;
+            let mut s =
+                datapath::connect(&configs, zj, std::slice::from_ref(&zj_addr)).await.map_err(anyhow::Error::msg)?;
+            // A provider that closes at once may reset the connection under the write.
+            if datapath::write_request(&mut s, &frame).await.is_err() {
+                return Ok(None);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(30), datapath::read_header(&mut s)).await?;
+            let Ok((tag, len)) = read else { return Ok(None) };
+            let mut body = vec![0u8; len.min(4096) as usize];
+            s.read_exact(&mut body).await?;
+            Ok(Some((tag, String::from_utf8_lossy(&body).into_owned())))
+        })
+    };
+    let stranger = deltafed_protocol::SecretKey::from_seed([0x5a; 32]);
+    let r = answer(&stranger, request("shanghai", "shanghai")?)?;
+    assert_eq!(r, None, "a peer outside the roster gets nothing, not even a refusal");
+    let r = answer(&key_of("shanghai")?, request("shanghai", "shanghai")?)?;
+    let (tag, reason) = r.context("a member is told why")?;
+    assert!(tag == datapath::TAG_REFUSED && reason.contains("no exchange"), "{tag} {reason}");
+    let r = answer(&key_of("shanghai")?, request("anhui", "anhui")?)?;
+    let (tag, reason) = r.context("a member is told why")?;
+    assert!(tag == datapath::TAG_REFUSED && reason.contains("signed by anhui"), "{tag} {reason}");
+    let r = answer(&key_of("shanghai")?, b"not a request".to_vec())?;
+    let (tag, reason) = r.context("a member is told why")?;
+    assert!(tag == datapath::TAG_REFUSED && reason.contains("bad request"), "{tag} {reason}");
     Ok(())
 }

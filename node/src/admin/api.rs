@@ -497,6 +497,10 @@ pub struct Fetched {
     pub fields: Option<Vec<String>>,
     /// Bytes that an earlier, interrupted attempt had already verified.
     pub resumed_from: u64,
+    /// How the data came: `direct` (the data path, one TLS stream) or `libp2p` (chunks asked
+    /// over libp2p, when the provider does not take the data path).
+    #[serde(default)]
+    pub transport: String,
 }
 
 /// The answer for one key (what `deltafed query --json` prints for a single key).

@@ -140,6 +140,7 @@ impl Node {
                     out: f.out.display().to_string(),
                     fields: t.fields.clone(),
                     resumed_from: f.resumed_from,
+                    transport: f.transport.as_str().into(),
                 })
             }
             R::Query { dataset, key, keys } => {

@@ -19,7 +19,7 @@ use super::{Caller, Error, Node, now, random16};
 use crate::admin::api;
 use crate::exchange::{self, Partial, PartialState};
 use crate::provenance::Record;
-use crate::{policy, rpc};
+use crate::{datapath, policy, rpc};
 
 /// Chunk requests in flight per fetch: enough to keep the pipe full across round trips.
 const WINDOW: usize = 8;
@@ -43,6 +43,8 @@ pub struct Fetched {
     pub out: PathBuf,
     /// Bytes that an earlier, interrupted attempt had already verified.
     pub resumed_from: u64,
+    /// The path the last attempt's chunks came by.
+    pub transport: Transport,
 }
 
 /// Why a fetch attempt stopped.
@@ -163,7 +165,7 @@ impl Node {
                 resumed_from = state.verified;
             }
             match self.fetch_attempt(peer, &m, grant_id, &partial, &mut state, &out, progress.as_ref()).await {
-                Ok((request, ticket, receipt)) => {
+                Ok((request, ticket, receipt, transport)) => {
                     // The record of what was received and the receipt owed to the provider are
                     // one durable write; the receipt goes now or when the provider is back.
                     self.commit_and_deliver(
@@ -177,7 +179,7 @@ impl Node {
                         // The grantee counts too, so `deltafed grants` shows use on both sides.
                         let _ = self.0.access.count_received(&g);
                     }
-                    return Ok(Fetched { ticket, out, resumed_from });
+                    return Ok(Fetched { ticket, out, resumed_from, transport });
                 }
                 Err(Stop::Fatal(e)) => {
                     let reason = e.to_string();
@@ -211,7 +213,7 @@ impl Node {
         state: &mut PartialState,
         out: &std::path::Path,
         progress: Option<&mpsc::Sender<api::Progress>>,
-    ) -> Result<(Signed<FetchRequest>, Signed<Ticket>, Signed<Receipt>), Stop> {
+    ) -> Result<(Signed<FetchRequest>, Signed<Ticket>, Signed<Receipt>, Transport), Stop> {
         let me = self.0.member.clone();
         let (signed_req, ticket, table) = self.request_ticket(peer, m, grant, &state.fields, state.verified).await?;
         let t = ticket.body().clone();
@@ -238,7 +240,7 @@ impl Node {
             ))
         })?;
         let mut sink = Sink::File { writer: &writer, out };
-        let received = self.receive_chunks(peer, m, &t, &table, state.verified, &mut sink, progress).await;
+        let received = self.receive_chunks(peer, m, &signed_req, &t, &table, state.verified, &mut sink, progress).await;
         // The writer's account of what is durable is the one the resume state keeps.
         let written = writer.finish().await;
         state.verified = written.verified;
@@ -256,14 +258,14 @@ impl Node {
                 format!("cannot write {}: {e}", partial.data.display()),
             ))
         };
-        match received {
-            Ok(()) => {}
+        let transport = match received {
+            Ok(transport) => transport,
             Err(stop @ Stop::Retry(_)) => return Err(stop),
             Err(stop @ Stop::Fatal(_)) => {
                 partial.discard();
                 return Err(stop);
             }
-        }
+        };
         written.result.map_err(failed)?;
         // Every chunk matched its table entry and the table the signed hash: the whole matches.
         if state.verified != t.size {
@@ -290,8 +292,8 @@ impl Node {
             time: now(),
         };
         let receipt = Signed::sign(receipt, &self.0.key).map_err(|e| Stop::Fatal(e.into()))?;
-        tracing::info!(exchange = %t.exchange, bytes = t.size, out = %out.display(), "fetched and verified");
-        Ok((signed_req, ticket, receipt))
+        tracing::info!(exchange = %t.exchange, bytes = t.size, out = %out.display(), transport = transport.as_str(), "fetched and verified");
+        Ok((signed_req, ticket, receipt, transport))
     }
 
     /// Signs a fetch request (from `offset`), sends it, and checks the provider's ticket and chunk
@@ -356,79 +358,69 @@ impl Node {
         Ok((signed_req, ticket, table))
     }
 
-    /// Asks for chunks `from/chunk_size..` with a window in flight, checks each against the
-    /// table, and hands it to the sink. Returns when every chunk is handed over.
+    /// Receives chunks `from/chunk_size..` of the ticket `t`, checks each against the table and
+    /// hands it to the sink. Over the data path when the provider takes it (the signed request
+    /// binds the connection to the exchange), else asked chunk by chunk over libp2p with a
+    /// window in flight. Returns, when every chunk is handed over, the path it came by.
     #[allow(clippy::too_many_arguments)]
     async fn receive_chunks(
         &self,
         peer: libp2p::PeerId,
         m: &deltafed_protocol::manifest::Manifest,
+        request: &Signed<FetchRequest>,
         t: &Ticket,
         table: &[Hash],
         from: u64,
         sink: &mut Sink<'_>,
         progress: Option<&mpsc::Sender<api::Progress>>,
-    ) -> Result<(), Stop> {
-        let count = table.len() as u64;
-        let mut next = from / u64::from(t.chunk_size);
-        let mut index = next;
-        let mut done = from;
-        let mut inflight = FuturesOrdered::new();
+    ) -> Result<Transport, Stop> {
         let _listed = self.0.exchanges.receiving(
             t.exchange,
             crate::exchange::Receiving {
                 provider: m.publisher.clone(),
                 dataset: m.dataset_ref(),
                 size: t.size,
-                done,
+                done: from,
                 started: std::time::Instant::now(),
             },
         );
-        loop {
-            while inflight.len() < WINDOW && next < count {
-                let (net, exchange, index) = (self.0.net.clone(), t.exchange, next);
-                inflight.push_back(async move { net.chunk(peer, exchange, index).await });
-                next += 1;
-            }
-            let Some(res) = inflight.next().await else { return Ok(()) };
-            let chunk = match res {
-                Ok(c) => c,
-                Err(rpc::Error::Unreachable(e)) => return Err(Stop::Retry(e.to_string())),
-                // The provider forgot the exchange (idle, restarted, or it closed our oldest):
-                // what is verified stays, and a new ticket resumes from there.
-                Err(rpc::Error::Refused(reason)) if reason.starts_with(UNKNOWN_EXCHANGE) => {
-                    return Err(Stop::Retry(reason));
+        let mut got =
+            Received { node: self, m, t, table, sink, progress, index: from / u64::from(t.chunk_size), done: from };
+        if got.index >= table.len() as u64 {
+            return Ok(Transport::Direct);
+        }
+        if self.0.config.direct_data {
+            match self.open_data_path(peer, &m.publisher, request).await {
+                Ok(stream) => return got.direct(stream).await.map(|()| Transport::Direct),
+                Err(why) => {
+                    tracing::info!(provider = %m.publisher, %why, "the data path is not available; asking chunks over libp2p")
                 }
-                Err(rpc::Error::Refused(reason)) => {
-                    return Err(Stop::Fatal(Error::refused(format!(
-                        "{} stopped the transfer: {reason}; {}",
-                        m.publisher,
-                        sink.nothing_unverified()
-                    ))));
-                }
-                Err(e) => return Err(Stop::Fatal(Error::from_call(&m.publisher, e))),
-            };
-            let expected = table.get(usize::try_from(index).unwrap_or(usize::MAX)).copied().unwrap_or(Hash([0; 32]));
-            let length = t.size.saturating_sub(index * u64::from(t.chunk_size)).min(u64::from(t.chunk_size));
-            if chunk.len() as u64 != length || chunk_entry(&chunk, index, count, t.chunk_size) != expected {
-                return Err(Stop::Fatal(Error::refused(format!(
-                    "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); {}",
-                    t.exchange,
-                    sink.nothing_unverified()
-                ))));
-            }
-            done += chunk.len() as u64;
-            self.0.exchanges.received(&t.exchange, done);
-            self.0.metrics.chunk_received(m.publisher.as_str(), chunk.len());
-            if !sink.put(chunk).await? {
-                // The writer stopped on a disk error; `finish` reports it.
-                return Ok(());
-            }
-            index += 1;
-            if let Some(p) = progress {
-                let _ = p.try_send(api::Progress { done, total: t.size });
             }
         }
+        got.over_libp2p(peer).await.map(|()| Transport::Libp2p)
+    }
+
+    /// Connects to the provider's data path and sends the signed request that opened the
+    /// exchange.
+    async fn open_data_path(
+        &self,
+        peer: libp2p::PeerId,
+        provider: &deltafed_protocol::MemberId,
+        request: &Signed<FetchRequest>,
+    ) -> Result<datapath::ClientStream, String> {
+        let addrs: Vec<libp2p::Multiaddr> = self
+            .roster()
+            .roster
+            .members
+            .iter()
+            .find(|x| &x.id == provider)
+            .map(|x| x.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        let mut stream = datapath::connect(&self.0.data_tls, peer, &addrs).await?;
+        datapath::write_request(&mut stream, request.as_bytes())
+            .await
+            .map_err(|e| format!("sending the request: {e}"))?;
+        Ok(stream)
     }
 
     /// Fetches `target` for a local application (the gateway's content route): the ticket is
@@ -498,8 +490,8 @@ impl Node {
         let t = ticket.body().clone();
         let started = std::time::Instant::now();
         let mut sink = Sink::Stream { tx: &tx };
-        let received = match self.receive_chunks(peer, &m, &t, &table, 0, &mut sink, None).await {
-            Ok(()) => Ok(()),
+        let received = match self.receive_chunks(peer, &m, &request, &t, &table, 0, &mut sink, None).await {
+            Ok(_) => Ok(()),
             Err(Stop::Fatal(e)) => Err(e),
             Err(Stop::Retry(why)) => Err(Error::Unavailable(format!(
                 "the transfer from {} broke off: {why}; nothing unverified was sent",
@@ -602,6 +594,14 @@ impl Sink<'_> {
         }
     }
 
+    /// A buffer for the next chunk: one the file writer has finished with, when it has one.
+    fn buffer(&self) -> Vec<u8> {
+        match self {
+            Sink::File { writer, .. } => writer.recycled(),
+            Sink::Stream { .. } => Vec::new(),
+        }
+    }
+
     /// Hands over one verified chunk. `Ok(false)`: the file writer
     /// stopped (its error is reported by `finish`).
     async fn put(&mut self, chunk: Vec<u8>) -> Result<bool, Stop> {
@@ -615,6 +615,155 @@ impl Sink<'_> {
                     STREAM_STALL.as_secs()
                 )))),
             },
+        }
+    }
+}
+
+/// Which path a fetch's chunks came by (`fetch --json`: `transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The data path: one TLS stream the provider pushes chunks down.
+    Direct,
+    /// Chunks asked one by one over libp2p request-response.
+    Libp2p,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Direct => "direct",
+            Transport::Libp2p => "libp2p",
+        }
+    }
+}
+
+/// A transfer in progress on the requester's side: the next chunk expected and what is done.
+struct Received<'a, 's> {
+    node: &'a Node,
+    m: &'a Manifest,
+    t: &'a Ticket,
+    table: &'a [Hash],
+    sink: &'a mut Sink<'s>,
+    progress: Option<&'a mpsc::Sender<api::Progress>>,
+    /// The next chunk expected.
+    index: u64,
+    /// Bytes verified so far.
+    done: u64,
+}
+
+impl Received<'_, '_> {
+    fn count(&self) -> u64 {
+        self.table.len() as u64
+    }
+
+    /// The length chunk `index` has.
+    fn length(&self) -> u64 {
+        self.t.size.saturating_sub(self.index * u64::from(self.t.chunk_size)).min(u64::from(self.t.chunk_size))
+    }
+
+    fn mismatch(&self) -> Stop {
+        Stop::Fatal(Error::refused(format!(
+            "chunk {} of exchange {} does not match its hash (corrupted in transit or at the provider); {}",
+            self.index,
+            self.t.exchange,
+            self.sink.nothing_unverified()
+        )))
+    }
+
+    fn stopped(&self, reason: &str) -> Stop {
+        // The provider forgot the exchange (idle, restarted, or it closed our oldest): what is
+        // verified stays, and a new ticket resumes from there.
+        if reason.starts_with(UNKNOWN_EXCHANGE) {
+            return Stop::Retry(reason.to_string());
+        }
+        Stop::Fatal(Error::refused(format!(
+            "{} stopped the transfer: {reason}; {}",
+            self.m.publisher,
+            self.sink.nothing_unverified()
+        )))
+    }
+
+    /// Checks the next chunk against its table entry and hands it over. `Ok(false)`: the file
+    /// writer stopped on a disk error (`finish` reports it).
+    async fn accept(&mut self, chunk: Vec<u8>) -> Result<bool, Stop> {
+        let expected = self.table.get(usize::try_from(self.index).unwrap_or(usize::MAX)).copied();
+        if chunk.len() as u64 != self.length()
+            || Some(chunk_entry(&chunk, self.index, self.count(), self.t.chunk_size)) != expected
+        {
+            return Err(self.mismatch());
+        }
+        self.done += chunk.len() as u64;
+        self.node.0.exchanges.received(&self.t.exchange, self.done);
+        self.node.0.metrics.chunk_received(self.m.publisher.as_str(), chunk.len());
+        if !self.sink.put(chunk).await? {
+            return Ok(false);
+        }
+        self.index += 1;
+        if let Some(p) = self.progress {
+            let _ = p.try_send(api::Progress { done: self.done, total: self.t.size });
+        }
+        Ok(true)
+    }
+
+    /// Reads the provider's chunk frames off the data path until the last chunk.
+    async fn direct(&mut self, mut stream: datapath::ClientStream) -> Result<(), Stop> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let broke = |e: std::io::Error| Stop::Retry(format!("the data path broke off: {e}"));
+        while self.index < self.count() {
+            let (tag, len) = match tokio::time::timeout(datapath::STALL, datapath::read_header(&mut stream)).await {
+                Ok(r) => r.map_err(broke)?,
+                Err(_) => {
+                    return Err(Stop::Retry(format!("the provider sent nothing for {}s", datapath::STALL.as_secs())));
+                }
+            };
+            match tag {
+                datapath::TAG_CHUNK if u64::from(len) == self.length() => {}
+                datapath::TAG_REFUSED if len <= datapath::MAX_REASON => {
+                    let mut reason = vec![0u8; len as usize];
+                    stream.read_exact(&mut reason).await.map_err(broke)?;
+                    return Err(self.stopped(&String::from_utf8_lossy(&reason)));
+                }
+                // A frame that is not the next chunk (or is not a frame): nothing of it is read.
+                _ => return Err(self.mismatch()),
+            }
+            let mut chunk = self.sink.buffer();
+            chunk.resize(len as usize, 0);
+            match tokio::time::timeout(datapath::STALL, stream.read_exact(&mut chunk)).await {
+                Ok(r) => r.map_err(broke)?,
+                Err(_) => {
+                    return Err(Stop::Retry(format!("the provider sent nothing for {}s", datapath::STALL.as_secs())));
+                }
+            };
+            if !self.accept(chunk).await? {
+                return Ok(());
+            }
+        }
+        let _ = stream.shutdown().await;
+        Ok(())
+    }
+
+    /// Asks for the chunks one by one over libp2p, a window in flight.
+    async fn over_libp2p(&mut self, peer: libp2p::PeerId) -> Result<(), Stop> {
+        let net = self.node.0.net.clone();
+        let exchange = self.t.exchange;
+        let mut next = self.index;
+        let mut inflight = FuturesOrdered::new();
+        loop {
+            while inflight.len() < WINDOW && next < self.count() {
+                let (net, index) = (net.clone(), next);
+                inflight.push_back(async move { net.chunk(peer, exchange, index).await });
+                next += 1;
+            }
+            let Some(res) = inflight.next().await else { return Ok(()) };
+            let chunk = match res {
+                Ok(c) => c,
+                Err(rpc::Error::Unreachable(e)) => return Err(Stop::Retry(e.to_string())),
+                Err(rpc::Error::Refused(reason)) => return Err(self.stopped(&reason)),
+                Err(e) => return Err(Stop::Fatal(Error::from_call(&self.m.publisher, e))),
+            };
+            if !self.accept(chunk).await? {
+                return Ok(());
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use deltafed_protocol::{DatasetRef, ExchangeId, Hash, MemberId, Nonce, OBJECT_VE
 
 use super::publish::policy_latest;
 use super::{Error, Node, now, random16};
+use crate::datapath;
 use crate::exchange::{self, Serving};
 use crate::policy::{self, Authorized};
 use crate::provenance::Record;
@@ -155,7 +156,7 @@ impl Node {
         let signed = Signed::sign(ticket, &self.0.key).map_err(|e| fail(e.into()))?;
         self.0.exchanges.insert(
             exchange_id,
-            Serving::new(from.clone(), grant, m.dataset_ref(), file, size, rb.offset, projection),
+            Serving::new(from.clone(), req.hash(), grant, m.dataset_ref(), file, size, rb.offset, projection),
             self.0.config.member_exchanges,
         );
         self.record(Record::exchange_served(&req, &signed, grant, &purpose)).map_err(&fail)?;
@@ -199,24 +200,10 @@ impl Node {
         }
         // Revocation and expiry take effect for exchanges in flight too: checked at the moment
         // the chunk would leave, after any pacing wait.
-        if let Some(g) = &src.grant {
-            match self.0.access.grant(g) {
-                Ok(Some(h)) => {
-                    if let Err(refusal) = policy::grant_in_force(&h, now()) {
-                        // The exchange stays listed so every chunk still in flight gets this
-                        // reason too; idle exchanges are dropped later.
-                        return wire::Response::Refused(refusal.to_string());
-                    }
-                }
-                _ => return wire::Response::Refused(format!("grant {g} is no longer held")),
-            }
-            if let Ok(Ok(bytes)) = &read {
-                match self.0.access.serve_bytes(g, bytes.len() as u64) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(refusal)) => return wire::Response::Refused(refusal.to_string()),
-                    Err(e) => return wire::Response::Refused(format!("cannot account the chunk: {e}")),
-                }
-            }
+        if let Ok(Ok(bytes)) = &read
+            && let Err(reason) = self.chunk_may_leave(src.grant.as_ref(), bytes.len() as u64)
+        {
+            return wire::Response::Refused(reason);
         }
         match read {
             Ok(Ok(bytes)) => {
@@ -226,6 +213,157 @@ impl Node {
             Ok(Err(e)) => wire::Response::Refused(format!("cannot read chunk {index}: {e}")),
             Err(e) => wire::Response::Refused(format!("internal error: {e}")),
         }
+    }
+
+    /// Whether a chunk of `len` bytes may leave now under `grant` (none: unconditional sharing):
+    /// the grant is still held and in force (revocation and expiry stop transfers in flight),
+    /// and its byte budget takes the chunk. Both data paths ask this before every chunk.
+    fn chunk_may_leave(&self, grant: Option<&deltafed_protocol::GrantId>, len: u64) -> Result<(), String> {
+        let Some(g) = grant else { return Ok(()) };
+        match self.0.access.grant(g) {
+            Ok(Some(h)) => policy::grant_in_force(&h, now()).map_err(|r| r.to_string())?,
+            _ => return Err(format!("grant {g} is no longer held")),
+        }
+        match self.0.access.serve_bytes(g, len) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refusal)) => Err(refusal.to_string()),
+            Err(e) => Err(format!("cannot account the chunk: {e}")),
+        }
+    }
+
+    /// One data-path connection: the TLS handshake names the peer, the roster must list it, its
+    /// first frame must be a fetch request it signed that opened one of our exchanges; then the
+    /// exchange's chunks are pushed down the stream.
+    async fn serve_data_conn(&self, tcp: tokio::net::TcpStream, remote: std::net::SocketAddr) {
+        let (mut tls, peer) = match datapath::accept(&self.0.data_tls, tcp).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "data path: handshake failed");
+                return;
+            }
+        };
+        let Some(member) = self.member_of_peer(&peer) else {
+            tracing::info!(%remote, %peer, "data path: not a member of the roster in force; closed");
+            return;
+        };
+        let request = match tokio::time::timeout(datapath::HANDSHAKE, datapath::read_request(&mut tls)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                datapath::refuse(&mut tls, &e).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let opened = Signed::<FetchRequest>::decode_from_member(&request, &self.roster().roster)
+            .map_err(|e| format!("bad request: {e}"))
+            .and_then(|req| {
+                if req.body().requester != member {
+                    return Err(format!(
+                        "the request is signed by {} but the connection is from {member}",
+                        req.body().requester
+                    ));
+                }
+                match self.0.exchanges.stream_by_request(&req.hash(), &member) {
+                    Ok(Some(x)) => Ok(x),
+                    Ok(None) => Err(format!(
+                        "{}for this request is in progress (it ended, was revoked, or was closed for a newer one)",
+                        super::fetch::UNKNOWN_EXCHANGE
+                    )),
+                    Err(id) => Err(format!("exchange {id} is being sent on another connection already")),
+                }
+            });
+        match opened {
+            Ok((id, src)) => self.push_chunks(&mut tls, &member, id, src).await,
+            Err(reason) => {
+                tracing::info!(peer = %member, %reason, "data path: refused");
+                datapath::refuse(&mut tls, &reason).await;
+            }
+        }
+    }
+
+    /// Sends an exchange's chunks in order. A reader thread keeps the next chunks read (into
+    /// recycled buffers) while this one writes, so the disk and the network overlap.
+    async fn push_chunks(
+        &self,
+        tls: &mut datapath::ServerStream,
+        member: &MemberId,
+        id: ExchangeId,
+        src: exchange::ChunkSource,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let count = Ticket::chunk_count(src.size, src.chunk_size);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(READ_AHEAD);
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (file, chunk_size, size, first) = (src.file.clone(), src.chunk_size, src.size, src.first_chunk);
+        let reader = tokio::task::spawn_blocking(move || {
+            for index in first..count {
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                let read = exchange::read_chunk_into(&file, index, chunk_size, size, &mut buf).map(|()| buf);
+                let failed = read.is_err();
+                if tx.blocking_send(read).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let limit = self.0.config.serve_rate_limit;
+        let mut index = first;
+        while let Some(read) = rx.recv().await {
+            let bytes = match read {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(exchange = %id, error = %e, "cannot read a chunk to serve");
+                    datapath::refuse(tls, &format!("cannot read chunk {index}: {e}")).await;
+                    return;
+                }
+            };
+            let len = bytes.len() as u64;
+            if limit > 0
+                && let Some(slot) = self.0.exchanges.pace(&id, len, limit)
+            {
+                tokio::time::sleep_until(slot.into()).await;
+            }
+            if let Err(reason) = self.chunk_may_leave(src.grant.as_ref(), len) {
+                tracing::info!(exchange = %id, peer = %member, %reason, "transfer stopped");
+                datapath::refuse(tls, &reason).await;
+                return;
+            }
+            let header = datapath::header(datapath::TAG_CHUNK, u32::try_from(len).unwrap_or(u32::MAX));
+            let write = async {
+                tls.write_all(&header).await?;
+                tls.write_all(&bytes).await
+            };
+            // A requester that stops reading must not hold the task and its buffers forever.
+            match tokio::time::timeout(datapath::STALL, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // The requester went away; it resumes with a new ticket.
+                    tracing::info!(exchange = %id, peer = %member, error = %e, "data path: the requester closed the stream");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(exchange = %id, peer = %member, "data path: the requester took nothing for {}s; closed", datapath::STALL.as_secs());
+                    return;
+                }
+            }
+            self.0.metrics.chunk_served(member.as_str(), bytes.len());
+            // After the last chunk the exchange may already be closed by its receipt.
+            if !self.0.exchanges.sent(&id, len) && index + 1 < count {
+                datapath::refuse(
+                    tls,
+                    &format!("{}{id} is in progress (it was closed for a newer one)", super::fetch::UNKNOWN_EXCHANGE),
+                )
+                .await;
+                return;
+            }
+            let _ = recycle.send(bytes);
+            index += 1;
+        }
+        let _ = reader.await;
+        let _ = tls.flush().await;
+        // The requester closes once it has verified the last chunk; then so do we.
+        let mut byte = [0u8; 1];
+        let _ = tokio::time::timeout(LINGER, tls.read(&mut byte)).await;
+        let _ = tls.shutdown().await;
     }
 
     /// The requester acknowledges an exchange: it ends here.
@@ -242,6 +380,42 @@ impl Node {
         self.record(Record::receipt_received(&r, dataset))?;
         self.0.durable.sync().await?;
         Ok(())
+    }
+}
+
+/// Chunks read ahead of the one being sent.
+const READ_AHEAD: usize = 4;
+/// How long a finished stream waits for the requester to close it.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+/// Data-path connections served at once; past it, new ones are closed (the requester falls
+/// back to chunks over libp2p).
+const DATA_CONNS: usize = 64;
+
+/// Serves the data-path connections the shared TCP port hands over, each on its own task.
+pub(super) async fn data_path(
+    node: Node,
+    mut conns: tokio::sync::mpsc::Receiver<(tokio::net::TcpStream, std::net::SocketAddr)>,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(DATA_CONNS));
+    loop {
+        let (tcp, remote) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = conns.recv() => match c { Some(c) => c, None => return },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::info!(%remote, "data path: {DATA_CONNS} connections already; closed");
+            continue;
+        };
+        let (node, stop) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = node.serve_data_conn(tcp, remote) => {}
+            }
+        });
     }
 }
 

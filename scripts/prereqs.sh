@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building deltafed needs on a fresh Debian/Ubuntu machine, only when missing:
 # libclang (rocksdb's bindgen), a C++ compiler (the bundled RocksDB), curl (the demo's gateway
-# calls), promtool when it can (the metrics test), and the Rust toolchain's rustfmt and clippy
+# calls), PostgreSQL and Chromium (their tests), iproute2 (the emulated link), promtool when it
+# can (the metrics test), and the Rust toolchain's rustfmt and clippy
 # components.
 set -euo pipefail
 
@@ -24,6 +25,9 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # A real browser for the dashboard tests (headless, driven over WebDriver).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The emulated inter-province link (testnet/src/link.rs): network namespaces and tbf.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)"
   SUDO=""

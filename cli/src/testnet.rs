@@ -30,6 +30,10 @@ pub enum TestnetCommand {
         /// Member i (0-based) listens on 127.0.0.1 TCP and UDP (QUIC) port P+i.
         #[arg(long, default_value_t = 4001)]
         base_port: u16,
+        /// Member i listens on and is addressed at the i-th of these IPv4 addresses instead of
+        /// 127.0.0.1, comma-separated (e.g. members in their own network namespaces).
+        #[arg(long, value_delimiter = ',', conflicts_with = "docker")]
+        hosts: Vec<std::net::Ipv4Addr>,
         /// Address members as /dns4/<member>/tcp/4001 (and udp/4001/quic-v1) for a compose network;
         /// their gateways listen on 0.0.0.0:8480 over HTTPS with a self-signed certificate each
         /// (gateway-cert.pem in the data dir), their dashboards on 0.0.0.0:8481 over HTTPS with
@@ -64,7 +68,10 @@ struct Testnet {
 }
 
 pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
-    let TestnetCommand::Init { dir, members, base_port, docker, federation, threshold } = cmd;
+    let TestnetCommand::Init { dir, members, base_port, hosts, docker, federation, threshold } = cmd;
+    if !hosts.is_empty() && hosts.len() != members.len() {
+        bail!("--hosts lists {} addresses for {} members; give one per member", hosts.len(), members.len());
+    }
     let mut seen = std::collections::BTreeSet::new();
     for m in &members {
         if !seen.insert(m) {
@@ -98,7 +105,8 @@ pub fn run(g: &Global, cmd: TestnetCommand) -> Result<ExitCode> {
                 vec![format!("/dns4/{m}/tcp/4001"), format!("/dns4/{m}/udp/4001/quic-v1")],
             )
         } else {
-            let local = vec![format!("/ip4/127.0.0.1/tcp/{port}"), format!("/ip4/127.0.0.1/udp/{port}/quic-v1")];
+            let host = hosts.get(i).copied().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+            let local = vec![format!("/ip4/{host}/tcp/{port}"), format!("/ip4/{host}/udp/{port}/quic-v1")];
             (local.clone(), local)
         };
         specs.push(MemberSpec { id: m.clone(), key: keys[i].public(), addrs: parse_addrs(&addrs)? });

@@ -5,6 +5,7 @@
 //! (usually a `--json` command) until it holds or a deadline passes, and says what it waited for.
 
 pub mod bench;
+pub mod link;
 pub mod peer;
 pub mod postgres;
 
@@ -96,11 +97,18 @@ pub struct Federation {
     bin: PathBuf,
     /// Set when a wait fails, so the logs are shown even if the test returns an error.
     failed: bool,
+    /// Members whose node runs inside a network namespace (`ip netns exec NS`).
+    netns: HashMap<String, String>,
 }
 
 impl Federation {
     /// `deltafed testnet init` for `members`; no node is started yet.
     pub fn init(members: &[&str]) -> Result<Federation> {
+        Self::init_on(members, &[])
+    }
+
+    /// [`Federation::init`] with member i at `hosts[i]` (`--hosts`); none: all on 127.0.0.1.
+    pub fn init_on(members: &[&str], hosts: &[&str]) -> Result<Federation> {
         let bin = binary();
         if !bin.exists() {
             bail!("{} does not exist; build it first with `cargo build -p deltafed`", bin.display());
@@ -114,19 +122,17 @@ impl Federation {
             nodes: HashMap::new(),
             bin,
             failed: false,
+            netns: HashMap::new(),
         };
         let net = fed.dir.path().join("net");
         let list = members.join(",");
-        fed.run_ok(&[
-            "testnet",
-            "init",
-            "--dir",
-            path_str(&net)?,
-            "--members",
-            &list,
-            "--base-port",
-            &base_port.to_string(),
-        ])?;
+        let port = base_port.to_string();
+        let hosts = hosts.join(",");
+        let mut args = vec!["testnet", "init", "--dir", path_str(&net)?, "--members", &list, "--base-port", &port];
+        if !hosts.is_empty() {
+            args.extend(["--hosts", &hosts]);
+        }
+        fed.run_ok(&args)?;
         Ok(fed)
     }
 
@@ -267,6 +273,12 @@ impl Federation {
     }
 
     /// The process id of a running member (to pause it with SIGSTOP, say).
+    /// Runs `member`'s node inside network namespace `ns` from its next start (its admin socket
+    /// is a file, so the CLI reaches it from here).
+    pub fn set_netns(&mut self, member: &str, ns: &str) {
+        self.netns.insert(member.to_string(), ns.to_string());
+    }
+
     pub fn pid(&self, member: &str) -> Option<u32> {
         self.nodes.get(member).map(Child::id)
     }
@@ -289,7 +301,16 @@ impl Federation {
             bail!("{member} is already running");
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(member))?;
-        let child = Command::new(&self.bin)
+        // `ip netns exec` execs the node, so the child's pid is the node's.
+        let mut cmd = match self.netns.get(member) {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .args(["run", "--data-dir", path_str(&self.data_dir(member))?])
             .args(flags)
             .env("DELTAFED_LOG", "info,deltafed_node=debug,libp2p_gossipsub=warn,libp2p_swarm=warn")

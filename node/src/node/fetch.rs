@@ -658,13 +658,20 @@ impl Received<'_, '_> {
 
     /// The length chunk `index` has.
     fn length(&self) -> u64 {
-        self.t.size.saturating_sub(self.index * u64::from(self.t.chunk_size)).min(u64::from(self.t.chunk_size))
+        self.length_of(self.index)
+    }
+
+    fn length_of(&self, index: u64) -> u64 {
+        self.t.size.saturating_sub(index * u64::from(self.t.chunk_size)).min(u64::from(self.t.chunk_size))
     }
 
     fn mismatch(&self) -> Stop {
+        self.mismatch_at(self.index)
+    }
+
+    fn mismatch_at(&self, index: u64) -> Stop {
         Stop::Fatal(Error::refused(format!(
-            "chunk {} of exchange {} does not match its hash (corrupted in transit or at the provider); {}",
-            self.index,
+            "chunk {index} of exchange {} does not match its hash (corrupted in transit or at the provider); {}",
             self.t.exchange,
             self.sink.nothing_unverified()
         )))
@@ -686,10 +693,14 @@ impl Received<'_, '_> {
     /// Checks the next chunk against its table entry and hands it over. `Ok(false)`: the file
     /// writer stopped on a disk error (`finish` reports it).
     async fn accept(&mut self, chunk: Vec<u8>) -> Result<bool, Stop> {
+        let entry = chunk_entry(&chunk, self.index, self.count(), self.t.chunk_size);
+        self.accept_hashed(chunk, entry).await
+    }
+
+    /// [`Received::accept`] for a chunk whose table entry `entry` is computed already.
+    async fn accept_hashed(&mut self, chunk: Vec<u8>, entry: Hash) -> Result<bool, Stop> {
         let expected = self.table.get(usize::try_from(self.index).unwrap_or(usize::MAX)).copied();
-        if chunk.len() as u64 != self.length()
-            || Some(chunk_entry(&chunk, self.index, self.count(), self.t.chunk_size)) != expected
-        {
+        if chunk.len() as u64 != self.length() || Some(entry) != expected {
             return Err(self.mismatch());
         }
         self.done += chunk.len() as u64;
@@ -705,41 +716,61 @@ impl Received<'_, '_> {
         Ok(true)
     }
 
-    /// Reads the provider's chunk frames off the data path until the last chunk.
+    /// Reads the provider's chunk frames off the data path until the last chunk. Each chunk is
+    /// hashed on a blocking thread while the next one is read and decrypted, so the two overlap.
     async fn direct(&mut self, mut stream: datapath::ClientStream) -> Result<(), Stop> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let broke = |e: std::io::Error| Stop::Retry(format!("the data path broke off: {e}"));
+        use tokio::io::AsyncWriteExt;
+        let mut next = self.index;
+        let mut hashing: Option<tokio::task::JoinHandle<(Vec<u8>, Hash)>> = None;
         while self.index < self.count() {
-            let (tag, len) = match tokio::time::timeout(datapath::STALL, datapath::read_header(&mut stream)).await {
-                Ok(r) => r.map_err(broke)?,
-                Err(_) => {
-                    return Err(Stop::Retry(format!("the provider sent nothing for {}s", datapath::STALL.as_secs())));
+            let read = if next < self.count() { Some(self.read_chunk(&mut stream, next).await?) } else { None };
+            if let Some(h) = hashing.take() {
+                let (chunk, entry) =
+                    h.await.map_err(|e| Stop::Fatal(Error::internal("hashing a chunk", e.to_string())))?;
+                if !self.accept_hashed(chunk, entry).await? {
+                    return Ok(());
                 }
-            };
-            match tag {
-                datapath::TAG_CHUNK if u64::from(len) == self.length() => {}
-                datapath::TAG_REFUSED if len <= datapath::MAX_REASON => {
-                    let mut reason = vec![0u8; len as usize];
-                    stream.read_exact(&mut reason).await.map_err(broke)?;
-                    return Err(self.stopped(&String::from_utf8_lossy(&reason)));
-                }
-                // A frame that is not the next chunk (or is not a frame): nothing of it is read.
-                _ => return Err(self.mismatch()),
             }
-            let mut chunk = self.sink.buffer();
-            chunk.resize(len as usize, 0);
-            match tokio::time::timeout(datapath::STALL, stream.read_exact(&mut chunk)).await {
-                Ok(r) => r.map_err(broke)?,
-                Err(_) => {
-                    return Err(Stop::Retry(format!("the provider sent nothing for {}s", datapath::STALL.as_secs())));
-                }
-            };
-            if !self.accept(chunk).await? {
-                return Ok(());
+            if let Some(chunk) = read {
+                let (index, count, size) = (next, self.count(), self.t.chunk_size);
+                hashing = Some(tokio::task::spawn_blocking(move || {
+                    let entry = chunk_entry(&chunk, index, count, size);
+                    (chunk, entry)
+                }));
+                next += 1;
             }
         }
         let _ = stream.shutdown().await;
         Ok(())
+    }
+
+    /// Reads the frame of chunk `index` (of the length the ticket gives it), or the provider's
+    /// refusal.
+    async fn read_chunk(&self, stream: &mut datapath::ClientStream, index: u64) -> Result<Vec<u8>, Stop> {
+        use tokio::io::AsyncReadExt;
+        let broke = |e: std::io::Error| Stop::Retry(format!("the data path broke off: {e}"));
+        let silent = || Stop::Retry(format!("the provider sent nothing for {}s", datapath::STALL.as_secs()));
+        let (tag, len) = tokio::time::timeout(datapath::STALL, datapath::read_header(stream))
+            .await
+            .map_err(|_| silent())?
+            .map_err(broke)?;
+        match tag {
+            datapath::TAG_CHUNK if u64::from(len) == self.length_of(index) => {}
+            datapath::TAG_REFUSED if len <= datapath::MAX_REASON => {
+                let mut reason = vec![0u8; len as usize];
+                stream.read_exact(&mut reason).await.map_err(broke)?;
+                return Err(self.stopped(&String::from_utf8_lossy(&reason)));
+            }
+            // A frame that is not the next chunk (or is not a frame): nothing of it is read.
+            _ => return Err(self.mismatch_at(index)),
+        }
+        let mut chunk = self.sink.buffer();
+        chunk.resize(len as usize, 0);
+        tokio::time::timeout(datapath::STALL, stream.read_exact(&mut chunk))
+            .await
+            .map_err(|_| silent())?
+            .map_err(broke)?;
+        Ok(chunk)
     }
 
     /// Asks for the chunks one by one over libp2p, a window in flight.

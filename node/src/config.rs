@@ -485,6 +485,16 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The annotated example operators start from stays a valid configuration as keys change.
+    #[test]
+    fn the_deploy_example_is_a_valid_config() {
+        let text = include_str!("../../deploy/deltafed.toml.example");
+        let cfg: Config = toml::from_str(text).expect("deploy/deltafed.toml.example parses");
+        cfg.check().expect("deploy/deltafed.toml.example passes the checks");
+        assert_eq!(cfg.dashboard.listen.to_string(), "127.0.0.1:8481");
+        assert!(cfg.direct_data);
+    }
+
     #[test]
     fn round_trips_and_refuses_unknown_keys() {
         let dir = tempfile::tempdir().expect("tempdir");

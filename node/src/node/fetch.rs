@@ -656,11 +656,12 @@ impl Received<'_, '_> {
         self.table.len() as u64
     }
 
-    /// The length chunk `index` has.
+    /// The length the next chunk expected has.
     fn length(&self) -> u64 {
         self.length_of(self.index)
     }
 
+    /// The length chunk `index` has (the last may be shorter).
     fn length_of(&self, index: u64) -> u64 {
         self.t.size.saturating_sub(index * u64::from(self.t.chunk_size)).min(u64::from(self.t.chunk_size))
     }

@@ -37,7 +37,10 @@ pub fn chunk_table(file: &File, size: u64, chunk: u32) -> std::io::Result<(Vec<H
     while off < size {
         let n = usize::try_from((size - off).min(u64::from(chunk))).unwrap_or(0);
         file.read_exact_at(&mut buf[..n], off)?;
-        table.push(chunk_entry(&buf[..n], table.len() as u64, count, chunk));
+        let entry = chunk_entry(&buf[..n], table.len() as u64, count, chunk).ok_or_else(|| {
+            std::io::Error::other(format!("{chunk} is not a chunk size (a power of two of 1 KiB or more)"))
+        })?;
+        table.push(entry);
         off += n as u64;
     }
     let whole = table_root(&table);
@@ -727,15 +730,22 @@ mod tests {
             assert_eq!(table_root(&table), whole, "size {size}");
             // Each entry is its chunk's, alone: a chunk checks against it on arrival.
             for (i, c) in data.chunks(MIB).enumerate() {
-                assert_eq!(chunk_entry(c, i as u64, table.len() as u64, CHUNK_SIZE), table[i], "size {size} chunk {i}");
+                assert_eq!(
+                    chunk_entry(c, i as u64, table.len() as u64, CHUNK_SIZE),
+                    Some(table[i]),
+                    "size {size} chunk {i}"
+                );
             }
             if table.len() > 1 {
                 let mut other = data.clone();
                 other[size - 1] ^= 1;
                 let last = table.len() - 1;
-                assert_ne!(chunk_entry(&other[last * MIB..], last as u64, table.len() as u64, CHUNK_SIZE), table[last]);
+                assert_ne!(
+                    chunk_entry(&other[last * MIB..], last as u64, table.len() as u64, CHUNK_SIZE),
+                    Some(table[last])
+                );
                 // The same bytes at another place in the tree are another entry.
-                assert_ne!(chunk_entry(&data[..MIB], 1, table.len() as u64, CHUNK_SIZE), table[0]);
+                assert_ne!(chunk_entry(&data[..MIB], 1, table.len() as u64, CHUNK_SIZE), Some(table[0]));
             }
         }
     }

@@ -86,15 +86,23 @@ crate::signed::signed_object!(Ticket, Kind::Ticket, 16 * 1024, provider);
 /// the whole delivery, or, for a delivery of one chunk, its BLAKE3 hash (a lone chunk is the
 /// root). `chunk_size` must be a power of two of at least 1024 bytes (BLAKE3's chunk), so every
 /// chunk but the last is a complete subtree.
-pub fn chunk_entry(bytes: &[u8], index: u64, count: u64, chunk_size: u32) -> Hash {
+///
+/// `None` when `bytes` cannot be that chunk: longer than `chunk_size`, `index` not below
+/// `count`, or a `chunk_size` that is not such a power of two. (BLAKE3's subtree hashing panics
+/// on such input, and the bytes may be a peer's.)
+pub fn chunk_entry(bytes: &[u8], index: u64, count: u64, chunk_size: u32) -> Option<Hash> {
     use blake3::hazmat::HasherExt;
     if count <= 1 {
-        return Hash::of(bytes);
+        return (index == 0).then(|| Hash::of(bytes));
+    }
+    let fits = u64::try_from(bytes.len()).is_ok_and(|n| n <= u64::from(chunk_size));
+    if !fits || index >= count || !chunk_size.is_power_of_two() || chunk_size < 1024 {
+        return None;
     }
     let mut h = blake3::Hasher::new();
-    h.set_input_offset(index.saturating_mul(u64::from(chunk_size)));
+    h.set_input_offset(index.checked_mul(u64::from(chunk_size))?);
     h.update(bytes);
-    Hash(h.finalize_non_root())
+    Some(Hash(h.finalize_non_root()))
 }
 
 /// The BLAKE3 hash of the whole delivery a chunk table describes: its entries merged as BLAKE3
@@ -191,11 +199,29 @@ mod tests {
             for tail in [1usize, 1024] {
                 let size = if count == 0 { 0 } else { (count - 1) * 1024 + tail };
                 let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
-                let table: Vec<Hash> =
-                    data.chunks(1024).enumerate().map(|(i, c)| chunk_entry(c, i as u64, count as u64, 1024)).collect();
+                let table: Vec<Hash> = data
+                    .chunks(1024)
+                    .enumerate()
+                    .map(|(i, c)| chunk_entry(c, i as u64, count as u64, 1024).expect("a chunk of the tree"))
+                    .collect();
                 assert_eq!(table_root(&table), Hash::of(&data), "{count} chunks, last {tail} bytes");
             }
         }
+    }
+
+    /// Bytes that cannot be the chunk named have no entry, and never panic the hasher: a chunk
+    /// longer than the chunk size (at an offset whose subtree is only that long), an index past
+    /// the last chunk, a chunk size that is not a power of two of at least 1 KiB.
+    #[test]
+    fn what_cannot_be_the_chunk_has_no_entry() {
+        let long = vec![7u8; 1025];
+        assert_eq!(chunk_entry(&long, 1, 3, 1024), None);
+        assert_eq!(chunk_entry(&long[..1024], 3, 3, 1024), None);
+        assert_eq!(chunk_entry(&long[..1000], 1, 3, 1000), None);
+        assert_eq!(chunk_entry(&long[..512], 1, 3, 512), None);
+        assert_eq!(chunk_entry(&long[..10], 1, 1, 1024), None);
+        assert!(chunk_entry(&long[..1024], 1, 3, 1024).is_some());
+        assert!(chunk_entry(&long[..10], 2, 3, 1024).is_some(), "a short last chunk");
     }
 
     #[test]

@@ -117,14 +117,21 @@ fn a_resume_does_not_read_the_verified_prefix_again() -> Result<()> {
     Ok(())
 }
 
-/// A provider that lies about its chunks: a raw peer holding zhejiang's key (its node stopped)
-/// signs honest tickets, then sends chunk 1 altered, or sends a table that does not merge into
-/// the signed hash. The first is refused at that chunk, the second before any chunk is asked;
-/// nothing reaches the output either way.
+/// A provider that lies: a raw peer holding zhejiang's key (its node stopped) signs tickets and
+/// answers chunks as the test says. A chunk altered, or longer than the ticket gives it, is
+/// refused at that chunk; a table that does not merge into the signed hash, a ticket with a
+/// projection the grant does not impose, and a ticket for other (larger) content than the
+/// manifest's are refused before any chunk is asked. Nothing reaches the output in any case.
 #[test]
-fn a_provider_sending_a_chunk_not_in_its_table_is_refused() -> Result<()> {
+fn a_provider_sending_a_chunk_not_in_its_table_or_a_lying_ticket_is_refused() -> Result<()> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    /// What the raw provider lies about.
+    const BAD_CHUNK: u8 = 0;
+    const BAD_TABLE: u8 = 1;
+    const FIELDS: u8 = 2;
+    const SIZE: u8 = 3;
+    const LONG_CHUNK: u8 = 4;
     let mut fed = started(&["shanghai", "zhejiang"])?;
     let data: Vec<u8> = (0..(3u32 << 20) + 5).map(|i| (i % 239) as u8).collect();
     let path = file(&fed, "d.bin", &data)?;
@@ -133,19 +140,29 @@ fn a_provider_sending_a_chunk_not_in_its_table_is_refused() -> Result<()> {
     fed.stop("zhejiang")?;
     let key = deltafed_node::keyfile::read(&fed.data_dir("zhejiang").join("node.key"))?;
     let chunk = 1usize << 20;
-    let count = data.len().div_ceil(chunk) as u64;
-    let table: Vec<Hash> =
-        data.chunks(chunk).enumerate().map(|(i, c)| chunk_entry(c, i as u64, count, chunk as u32)).collect();
+    let table_of = |data: &[u8]| -> Result<Vec<Hash>> {
+        let count = data.len().div_ceil(chunk) as u64;
+        data.chunks(chunk)
+            .enumerate()
+            .map(|(i, c)| chunk_entry(c, i as u64, count, chunk as u32).context("a chunk of the tree"))
+            .collect()
+    };
+    let table = table_of(&data)?;
     assert_eq!(table_root(&table), Hash::of(&data), "the honest table merges into the data's hash");
-    let bad_table = Arc::new(AtomicBool::new(false));
+    // Other content, one chunk longer, with a table that is honest about it.
+    let larger: Vec<u8> = data.iter().copied().chain(std::iter::repeat_n(0u8, chunk)).collect();
+    let larger_table = table_of(&larger)?;
+    let lie = Arc::new(AtomicU8::new(BAD_CHUNK));
     let chunks_asked = Arc::new(AtomicUsize::new(0));
-    let (bad, asked, k) = (bad_table.clone(), chunks_asked.clone(), key.clone());
+    let (lying, asked, k) = (lie.clone(), chunks_asked.clone(), key.clone());
     let answer = move |bytes: &[u8]| -> Option<Vec<u8>> {
+        let lie = lying.load(Ordering::SeqCst);
         let response = match wire::Request::decode(bytes).ok()? {
             wire::Request::Fetch(req) => {
                 let req = Signed::<FetchRequest>::decode(&req).ok()?;
-                let mut sent = table.clone();
-                if bad.load(Ordering::SeqCst) {
+                let (mut sent, content) =
+                    if lie == SIZE { (larger_table.clone(), &larger) } else { (table.clone(), &data) };
+                if lie == BAD_TABLE {
                     sent[2] = Hash::of(b"some other chunk");
                 }
                 let r = req.body();
@@ -157,9 +174,9 @@ fn a_provider_sending_a_chunk_not_in_its_table_is_refused() -> Result<()> {
                     requester: r.requester.clone(),
                     dataset: r.dataset.clone(),
                     version: 1,
-                    fields: None,
-                    content_hash: Hash::of(&data),
-                    size: data.len() as u64,
+                    fields: (lie == FIELDS).then(|| vec!["name".to_string()]),
+                    content_hash: Hash::of(content),
+                    size: content.len() as u64,
                     offset: r.offset,
                     chunk_size: chunk as u32,
                     chunks: Ticket::table_hash(&sent),
@@ -174,8 +191,11 @@ fn a_provider_sending_a_chunk_not_in_its_table_is_refused() -> Result<()> {
                 asked.fetch_add(1, Ordering::SeqCst);
                 let start = usize::try_from(index).ok()? * chunk;
                 let mut bytes = data.get(start..(start + chunk).min(data.len()))?.to_vec();
-                if index == 1 {
+                if index == 1 && lie == BAD_CHUNK {
                     bytes[7] ^= 0x01;
+                }
+                if index == 1 && lie == LONG_CHUNK {
+                    bytes.push(0);
                 }
                 wire::Response::Chunk(bytes)
             }
@@ -191,18 +211,30 @@ fn a_provider_sending_a_chunk_not_in_its_table_is_refused() -> Result<()> {
     rt.block_on(liar.wait_for("shanghai to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == sh)))?;
 
     let target = out(&fed, "d.out")?;
-    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
-    assert!(err.contains("chunk 1") && err.contains("does not match") && err.contains("nothing was written"), "{err}");
-    assert!(chunks_asked.load(Ordering::SeqCst) >= 2, "chunks were asked and chunk 1 refused");
-    assert!(!Path::new(&target).exists());
-    assert_eq!(partial_len(&fed, "d.out"), 0, "the partial data of a lying provider is discarded");
-
-    bad_table.store(true, Ordering::SeqCst);
-    chunks_asked.store(0, Ordering::SeqCst);
-    let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
-    assert!(err.contains("does not match the request or the manifest"), "{err}");
-    assert_eq!(chunks_asked.load(Ordering::SeqCst), 0, "a table that is not the signed hash's is refused first");
-    assert!(!Path::new(&target).exists());
+    for (mode, what) in [(BAD_CHUNK, "an altered chunk"), (LONG_CHUNK, "a chunk longer than the ticket gives it")] {
+        lie.store(mode, Ordering::SeqCst);
+        chunks_asked.store(0, Ordering::SeqCst);
+        let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
+        assert!(
+            err.contains("chunk 1") && err.contains("does not match") && err.contains("nothing was written"),
+            "{what}: {err}"
+        );
+        assert!(chunks_asked.load(Ordering::SeqCst) >= 2, "{what}: chunks were asked and chunk 1 refused");
+        assert!(!Path::new(&target).exists(), "{what}");
+        assert_eq!(partial_len(&fed, "d.out"), 0, "{what}: the partial data of a lying provider is discarded");
+    }
+    for (mode, what) in [
+        (BAD_TABLE, "a table that is not the signed hash's"),
+        (FIELDS, "a projection the grant does not impose"),
+        (SIZE, "content larger than the manifest's"),
+    ] {
+        lie.store(mode, Ordering::SeqCst);
+        chunks_asked.store(0, Ordering::SeqCst);
+        let err = refused(&fed, "shanghai", &["fetch", "zhejiang/d", "--out", &target])?;
+        assert!(err.contains("does not match the request or the manifest"), "{what}: {err}");
+        assert_eq!(chunks_asked.load(Ordering::SeqCst), 0, "{what} is refused before any chunk is asked");
+        assert!(!Path::new(&target).exists(), "{what}");
+    }
     Ok(())
 }
 

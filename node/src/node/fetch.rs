@@ -698,10 +698,11 @@ impl Received<'_, '_> {
         self.accept_hashed(chunk, entry).await
     }
 
-    /// [`Received::accept`] for a chunk whose table entry `entry` is computed already.
-    async fn accept_hashed(&mut self, chunk: Vec<u8>, entry: Hash) -> Result<bool, Stop> {
+    /// [`Received::accept`] for a chunk whose table entry `entry` is computed already (`None`:
+    /// the bytes cannot be this chunk).
+    async fn accept_hashed(&mut self, chunk: Vec<u8>, entry: Option<Hash>) -> Result<bool, Stop> {
         let expected = self.table.get(usize::try_from(self.index).unwrap_or(usize::MAX)).copied();
-        if chunk.len() as u64 != self.length() || Some(entry) != expected {
+        if chunk.len() as u64 != self.length() || entry.is_none() || entry != expected {
             return Err(self.mismatch());
         }
         self.done += chunk.len() as u64;
@@ -722,7 +723,7 @@ impl Received<'_, '_> {
     async fn direct(&mut self, mut stream: datapath::ClientStream) -> Result<(), Stop> {
         use tokio::io::AsyncWriteExt;
         let mut next = self.index;
-        let mut hashing: Option<tokio::task::JoinHandle<(Vec<u8>, Hash)>> = None;
+        let mut hashing: Option<tokio::task::JoinHandle<(Vec<u8>, Option<Hash>)>> = None;
         while self.index < self.count() {
             let read = if next < self.count() { Some(self.read_chunk(&mut stream, next).await?) } else { None };
             if let Some(h) = hashing.take() {

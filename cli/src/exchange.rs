@@ -70,6 +70,10 @@ pub struct GrantArgs {
     /// Most record queries the grant allows.
     #[arg(long)]
     pub max_queries: Option<u64>,
+    /// The grant is valid only from this time: RFC 3339, or a duration from now such as 7d
+    /// (default now). `--expires` still counts from now.
+    #[arg(long)]
+    pub not_before: Option<String>,
 }
 
 pub fn request(g: &Global, a: RequestArgs) -> Result<ExitCode> {
@@ -136,6 +140,7 @@ pub fn grant(g: &Global, a: GrantArgs) -> Result<ExitCode> {
         expires: a.expires,
         max_fetches: a.max_fetches,
         max_queries: a.max_queries,
+        not_before: a.not_before,
     }))?;
     emit(g.json, &r, || {
         let note = if r.delivered {

@@ -86,6 +86,16 @@ pub struct Config {
     /// Requests from one member handled at once; the rest wait their turn, so no member can
     /// take every handler. Default 16.
     pub member_concurrency: usize,
+    /// Requests and gossip messages taken from one member per second, in bursts of up to one
+    /// second's worth; past it, that member's further requests wait their turn (the sender sees
+    /// a slower answer, never a refusal), so a flood costs the flooding member time and this
+    /// node no more handlers, records or disk than this rate allows. A call batch counts once.
+    /// Default 10000, at least 1.
+    pub member_rate: u32,
+    /// Of those, deliveries (access requests, grants, decisions, revocations, receipts,
+    /// checkpoints: each one kept and logged here) taken from one member per second, in bursts
+    /// of up to one second's worth. Default 100, at least 1.
+    pub member_delivery_rate: u32,
     /// Undecided access requests kept from one member; past it, its new requests are refused
     /// until some are decided. Default 100.
     pub member_pending_requests: usize,
@@ -367,6 +377,8 @@ impl Default for Config {
             serve_rate_limit: 0,
             direct_data: true,
             member_concurrency: 16,
+            member_rate: 10_000,
+            member_delivery_rate: 100,
             member_pending_requests: 100,
             member_grants: 1000,
             member_exchanges: 16,
@@ -413,6 +425,9 @@ impl Config {
                 self.storage.write_buffers,
                 ByteSize(StorageConfig::MIN_WRITE_BUFFERS)
             ));
+        }
+        if self.member_rate == 0 || self.member_delivery_rate == 0 {
+            return Err("member_rate and member_delivery_rate must be at least 1 (per second)".into());
         }
         if !(1..=256).contains(&self.sources.pool_size) {
             return Err(format!("[sources] pool_size = {} must be 1 to 256", self.sources.pool_size));
@@ -507,6 +522,21 @@ mod tests {
         assert!(err.contains("listen_on"), "{err}");
         std::fs::write(&path, "member = \"anhui\"\nresponse_deadline = \"2d\"\n").expect("write");
         assert_eq!(Config::load(&path).expect("loads").response_deadline, Duration::from_secs(2 * 86_400));
+    }
+
+    #[test]
+    fn member_rates_default_and_refuse_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deltafed.toml");
+        let d = Config::default();
+        assert_eq!((d.member_rate, d.member_delivery_rate), (10_000, 100));
+        std::fs::write(&path, "member = \"anhui\"\nmember_delivery_rate = 5\n").expect("write");
+        assert_eq!(Config::load(&path).expect("loads").member_delivery_rate, 5);
+        for key in ["member_rate", "member_delivery_rate"] {
+            std::fs::write(&path, format!("member = \"anhui\"\n{key} = 0\n")).expect("write");
+            let err = Config::load(&path).expect_err("a rate of 0").to_string();
+            assert!(err.contains("at least 1"), "{err}");
+        }
     }
 
     #[test]

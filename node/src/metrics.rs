@@ -68,6 +68,13 @@ struct Refused {
     reason: &'static str,
 }
 
+/// A member's requests that waited for its rate.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Paced {
+    member: String,
+    rate: &'static str,
+}
+
 type Histograms = Family<Side, Histogram, fn() -> Histogram>;
 
 fn batch_seconds() -> Histogram {
@@ -88,6 +95,7 @@ pub struct Metrics {
     calls: Family<Exchange, Counter>,
     bytes: Family<Flow, Counter>,
     refusals: Family<Refused, Counter>,
+    paced: Family<Paced, Counter>,
     fetch_seconds: Histogram,
     batch_seconds: Histograms,
     batch_calls: Histograms,
@@ -263,6 +271,12 @@ impl Metrics {
             "Requests from members refused by this node, by request (fetch, chunk, query, calls, call for one call of a batch, ...) and reason",
             refusals.clone(),
         );
+        let paced = Family::<Paced, Counter>::default();
+        registry.register(
+            "paced_requests",
+            "Requests from members that waited their turn because the member was over its rate, by member and by the rate (requests: member_rate, deliveries: member_delivery_rate)",
+            paced.clone(),
+        );
         let fetch_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 15));
         registry.register_with_unit(
             "fetch_duration",
@@ -294,6 +308,7 @@ impl Metrics {
             calls,
             bytes,
             refusals,
+            paced,
             fetch_seconds,
             batch_seconds,
             batch_calls,
@@ -301,6 +316,11 @@ impl Metrics {
             recent: std::sync::Mutex::default(),
             by_call: std::sync::Mutex::default(),
         }
+    }
+
+    /// A request from `member` that waited for its `rate`.
+    pub fn paced(&self, member: &str, rate: &'static str) {
+        self.paced.get_or_create(&Paced { member: member.to_string(), rate }).inc();
     }
 
     /// A gossip message's verdict.

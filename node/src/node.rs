@@ -413,10 +413,12 @@ pub async fn run(dir: DataDir, config: Config, stop: impl Future<Output = ()>) -
 
 async fn dispatch(node: Node, mut events: mpsc::Receiver<Event>, tasks: TaskTracker, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDLERS));
-    // Each member first waits for one of its own permits, and only then for a shared one: a
-    // member with many requests in flight (or pacing sleeps) queues behind itself, never takes
-    // the whole pool. What waits is bounded by libp2p's streams per connection.
+    // Each member first waits for one of its own permits, then for its rate, and only then for
+    // a shared permit: a member with many requests in flight (or pacing sleeps, or over its
+    // rate) queues behind itself, never takes the whole pool. What waits is bounded by
+    // libp2p's streams per connection.
     let per_member = node.0.config.member_concurrency.max(1);
+    let rates = Arc::new(inbound::Rates::new(&node.0.config));
     let mut members: std::collections::HashMap<PeerId, Arc<Semaphore>> = std::collections::HashMap::new();
     loop {
         let ev = tokio::select! {
@@ -430,11 +432,16 @@ async fn dispatch(node: Node, mut events: mpsc::Receiver<Event>, tasks: TaskTrac
         // Bounded by the members of the roster: only they get past the allow list.
         if members.len() > 4 * MAX_CONCURRENT_HANDLERS {
             members.retain(|_, s| s.available_permits() < per_member);
+            rates.forget_idle();
         }
         let own = members.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(per_member))).clone();
-        let (node, shared) = (node.clone(), limit.clone());
+        let (node, shared, rates) = (node.clone(), limit.clone(), rates.clone());
         tasks.spawn(async move {
             let Ok(_own) = own.acquire_owned().await else { return };
+            let ev = inbound::Inbound::decode(ev);
+            if let Some(rate) = rates.admit(&peer, &ev).await {
+                node.paced(&peer, rate);
+            }
             let Ok(_shared) = shared.acquire_owned().await else { return };
             node.on_event(ev).await;
         });
@@ -474,9 +481,9 @@ impl Node {
     }
 
     /// Routes one network event to the concept that handles it.
-    async fn on_event(&self, ev: Event) {
+    async fn on_event(&self, ev: inbound::Inbound) {
         match ev {
-            Event::Gossip { id, source, data } => {
+            inbound::Inbound::Gossip { id, source, data } => {
                 let ingested = self.ingest(&data).await;
                 self.0.metrics.gossip(&ingested);
                 let acceptance = match ingested {
@@ -489,8 +496,8 @@ impl Node {
                 };
                 let _ = self.0.net.validated(id, source, acceptance).await;
             }
-            Event::Request { peer, data, channel } => {
-                let response = self.answer(peer, &data).await;
+            inbound::Inbound::Request { peer, req, channel } => {
+                let response = self.answer(peer, req).await;
                 match response.encode() {
                     Ok(bytes) => {
                         let _ = self.0.net.respond(channel, bytes).await;
@@ -498,7 +505,7 @@ impl Node {
                     Err(e) => tracing::error!(error = %e, "cannot encode a response"),
                 }
             }
-            Event::MemberConnected { peer } => {
+            inbound::Inbound::MemberConnected { peer } => {
                 self.catch_up(peer).await;
                 self.flush_outbox(peer).await;
                 self.send_checkpoint_to(peer).await;

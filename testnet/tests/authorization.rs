@@ -329,6 +329,48 @@ fn queries_need_the_key_field_granted_and_keep_to_their_budget_over(transport: T
     Ok(())
 }
 
+/// A grant that starts later (`grant --not-before`) opens nothing before its time: the provider
+/// itself refuses a fetch, a query and a call under it, with its reason, over TCP and QUIC. A
+/// `--not-before` that is not before `--expires` is refused at the CLI.
+#[test]
+fn the_provider_refuses_a_grant_before_its_not_before() -> Result<()> {
+    for transport in [Transport::Tcp, Transport::Quic] {
+        the_provider_refuses_a_grant_before_its_not_before_over(transport)
+            .with_context(|| format!("over {transport:?}"))?;
+    }
+    Ok(())
+}
+
+fn the_provider_refuses_a_grant_before_its_not_before_over(transport: Transport) -> Result<()> {
+    let fed = federation()?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L", "--key-field", "company_id"])?;
+    let o = fed.cli(
+        "zhejiang",
+        &["grant", "lic", "--to", "rogue", "--purpose", "a", "--not-before", "2d", "--expires", "1d"],
+    )?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--not-before") && err.contains("is not before --expires"), "{err}");
+    let now_on = grant(&fed, "lic", &[])?;
+    let later = grant(&fed, "lic", &["--not-before", "1h"])?;
+    let grants = fed.json("zhejiang", &["grants"])?;
+    let view = grants.as_array().and_then(|a| a.iter().find(|g| g["grant_id"] == later.to_string()));
+    let not_before = view.and_then(|g| g["not_before"].as_str()).context("the later grant's not_before")?;
+    let want = format!("grant {later} is not valid before {not_before}");
+    let rogue = Rogue::connect_over(&fed, "zhejiang", fed.base_port(), transport)?;
+
+    // Control: the same requests under a grant in force are served.
+    assert!(matches!(rogue.fetch("lic", None, Some(now_on), 0)?, wire::Response::Ticket { .. }));
+    assert!(matches!(rogue.query("lic", Some(now_on), "91330100A1")?, wire::Response::Answer { .. }));
+    let r = rogue.fetch("lic", None, Some(later), 0)?;
+    assert_eq!(refusal(&r), want, "fetch: {r:?}");
+    let r = rogue.query("lic", Some(later), "91330100A1")?;
+    assert!(refusal(&r).contains(&want), "query: {r:?}");
+    let out = rogue.batch(vec![rogue.call("lic", Some(later), "91330100A1")?])?;
+    assert!(matches!(&out[0], CallOutcome::Refused { reason } if reason.contains(&want)), "call: {:?}", out[0]);
+    Ok(())
+}
+
 /// The batched call path decides each call by the same policy: the key field must be granted,
 /// the budget is counted per call, a call's key must match its signed commitment, and the batch
 /// must be signed over exactly the calls it carries, once (its nonce is spent).
@@ -513,6 +555,78 @@ fn access_requests_from_one_member_are_capped() -> Result<()> {
     assert!(refusal(&r).contains("undecided access requests"), "{r:?}");
     let requests = fed.json("zhejiang", &["requests"])?;
     assert_eq!(requests.as_array().map(Vec::len), Some(2), "{requests}");
+    Ok(())
+}
+
+/// A member over its rate waits its turn (config `member_delivery_rate`): a burst of its
+/// deliveries is answered no faster than the rate allows, none refused or lost, and counted as
+/// paced; another member's delivery is answered while that queue still drains.
+#[test]
+fn a_member_over_its_rate_waits_its_turn_and_others_do_not() -> Result<()> {
+    use std::sync::atomic::AtomicUsize;
+    const BURST: usize = 10;
+    const RATE: u32 = 2;
+    let mut fed = Federation::init(&["zhejiang", "anhui", "rogue"])?;
+    fed.configure("zhejiang", &format!("member_delivery_rate = {RATE}"))?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&["zhejiang", "anhui"], CONNECT)?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
+    fed.wait_for("zhejiang/lic in anhui's catalog", SOON, |f| {
+        Ok(f.catalog("anhui")?.contains(&"zhejiang/lic@1".to_string()))
+    })?;
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let requests = (0..BURST)
+        .map(|i| {
+            let r = deltafed_protocol::access::AccessRequest {
+                v: OBJECT_VERSION,
+                id: deltafed_protocol::RequestId([i as u8 + 1; 16]),
+                requester: "rogue".parse()?,
+                provider: "zhejiang".parse()?,
+                dataset: "lic".parse()?,
+                purpose: "flood".into(),
+                fields: None,
+                time: now(),
+            };
+            let d = Delivery::AccessRequest(Signed::sign(r, &rogue.key)?.into_bytes());
+            Ok(wire::Request::Deliver(d).encode()?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let answered = AtomicUsize::new(0);
+    let (took, answers, anhui_saw) = std::thread::scope(|s| -> Result<_> {
+        let flood = s.spawn(|| {
+            let started = std::time::Instant::now();
+            let answers = rogue.rt.block_on(futures::future::join_all(requests.into_iter().map(|r| async {
+                let a = rogue.peer.call(rogue.provider, r, Duration::from_secs(60)).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                a
+            })));
+            (started.elapsed(), answers)
+        });
+        // Anhui asks once the flood is queued: its one delivery has a rate of its own.
+        fed.wait_for("the flood to be under way", SOON, |_| Ok(answered.load(Ordering::SeqCst) >= 1))?;
+        fed.json("anhui", &["request", "zhejiang/lic", "--purpose", "checks"])?;
+        let anhui_saw = answered.load(Ordering::SeqCst);
+        let (took, answers) = flood.join().map_err(|_| anyhow::anyhow!("the flood thread panicked"))?;
+        Ok((took, answers, anhui_saw))
+    })?;
+    for a in answers {
+        let a = wire::Response::decode(&a?)?;
+        assert!(matches!(a, wire::Response::Ack), "every delivery is taken, late, never refused: {a:?}");
+    }
+    // One second's worth at once, then one per 1/RATE s: the limiter's floor, not a timing guess.
+    let floor = Duration::from_secs_f64((BURST - RATE as usize) as f64 / f64::from(RATE));
+    assert!(took >= floor.mul_f64(0.9), "{BURST} deliveries at {RATE}/s were all answered in {took:?}");
+    assert!(anhui_saw < BURST, "anhui was answered only after the flood had drained ({anhui_saw} answered)");
+    let listed = fed.json("zhejiang", &["requests"])?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(BURST + 1), "{listed}");
+    let url = format!("{}/metrics", fed.metrics_url("zhejiang")?);
+    let text = rogue.rt.block_on(async { reqwest::get(&url).await?.text().await })?;
+    let paced = text
+        .lines()
+        .find(|l| l.starts_with("deltafed_paced_requests_total{") && l.contains("member=\"rogue\""))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok());
+    assert!(paced.is_some_and(|n| n >= (BURST - RATE as usize) as f64), "{paced:?} in {text}");
     Ok(())
 }
 

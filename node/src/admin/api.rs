@@ -187,6 +187,10 @@ pub struct GrantRequest {
     pub max_fetches: Option<u64>,
     #[serde(default)]
     pub max_queries: Option<u64>,
+    /// RFC 3339 time or a duration from now (`7d`) before which the grant is not valid;
+    /// default now.
+    #[serde(default)]
+    pub not_before: Option<String>,
 }
 
 /// Sent before the final reply of long operations.

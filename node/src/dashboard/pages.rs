@@ -488,6 +488,7 @@ pub async fn grant(d: St, v: Viewer, axum::Form(f): axum::Form<GrantForm>) -> Re
         expires: Some(f.expires.trim().to_string()).filter(|e| !e.is_empty()),
         max_fetches: None,
         max_queries: None,
+        not_before: None,
     });
     let _: serde_json::Value = try_page!(view(&d, &v, req).await);
     Redirect::to("/grants").into_response()

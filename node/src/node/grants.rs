@@ -132,6 +132,7 @@ impl Node {
                     expires,
                     max_fetches,
                     max_queries,
+                    not_before: None,
                 },
                 Some(id),
                 actor,
@@ -198,6 +199,20 @@ impl Node {
         if expires <= t {
             return Err(Error::invalid("--expires", format!("--expires {expires} is in the past")));
         }
+        let not_before = match &g.not_before {
+            Some(nb) => Timestamp::parse_at_or_after(nb, t)
+                .map_err(|e| Error::invalid("--not-before", format!("--not-before: {e}")))?
+                // A time already past means "from now": a grant never claims to have started
+                // before it was signed.
+                .max(t),
+            None => t,
+        };
+        if not_before >= expires {
+            return Err(Error::invalid(
+                "--not-before",
+                format!("--not-before {not_before} is not before --expires {expires}"),
+            ));
+        }
         if g.max_fetches == Some(0) {
             return Err(Error::invalid("--max-fetches", "--max-fetches must be at least 1"));
         }
@@ -212,7 +227,7 @@ impl Node {
             dataset: g.dataset.clone(),
             purpose: g.purpose.clone(),
             fields: g.fields.clone(),
-            not_before: t,
+            not_before,
             expires,
             max_fetches: g.max_fetches,
             request,

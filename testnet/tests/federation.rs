@@ -6,7 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use deltafed_protocol::manifest::{Classification, Format, Manifest, Sharing};
+use deltafed_protocol::manifest::{Classification, Format, Manifest, Sharing, Withdrawal};
+use deltafed_protocol::roster::SignedRoster;
 use deltafed_protocol::wire::{self, Gossip};
 use deltafed_protocol::{Hash, OBJECT_VERSION, SecretKey, Signed, Timestamp};
 use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
@@ -226,6 +227,15 @@ fn manifest(publisher: &str, dataset: &str, title: &str) -> Result<Manifest> {
     })
 }
 
+/// A value of zhejiang's `/metrics` (0 when the series is absent).
+fn metric(fed: &Federation, rt: &tokio::runtime::Runtime, series: &str) -> Result<f64> {
+    let url = format!("{}/metrics", fed.metrics_url("zhejiang")?);
+    let text = rt.block_on(async { reqwest::get(&url).await?.text().await })?;
+    Ok(text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0))
+}
+
+/// Bad gossip from a member, each kind reaching zhejiang's checks: forged, tampered and
+/// malformed messages are rejected and count against the sender.
 #[test]
 fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -> Result<()> {
     let mut fed = Federation::init(&["shanghai", "jiangsu", "zhejiang", "anhui", "rogue"])?;
@@ -292,6 +302,86 @@ fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -
         assert_eq!(cat, ["rogue/control@1", "zhejiang/after@1"], "{m} accepted a bad manifest");
     }
     assert!(fed.exited("zhejiang")?.is_none(), "zhejiang is still running");
+    Ok(())
+}
+
+/// What a member cannot do to the roster or the catalog by gossip: a successor roster signed
+/// below its threshold and a different manifest at a version already held are rejected (and
+/// count against the sender); a stale version, and a manifest arriving after its own
+/// withdrawal, are ignored. None of them changes a catalog or the roster anywhere. (A sender's
+/// score after three invalid messages graylists it, so these have a test of their own.)
+#[test]
+fn a_member_cannot_rewrite_the_roster_or_the_catalog_by_gossip() -> Result<()> {
+    const TWO: [&str; 2] = ["shanghai", "zhejiang"];
+    let mut fed = Federation::init(&["shanghai", "zhejiang", "rogue"])?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&TWO, CONNECT)?;
+    let rogue_key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let rogue = TestPeer::spawn(&rogue_key, "yrd-testnet")?;
+    let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 1)?;
+    rt.block_on(rogue.dial(addr))?;
+    rt.block_on(rogue.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
+    let honest = Signed::sign(manifest("rogue", "control", "control")?, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(honest.into_bytes()).encode()?))?;
+    wait_in_catalogs(&mut fed, &TWO, "rogue/control@1", true)?;
+    let rejections = |f: &Federation| f.log("zhejiang").matches("rejected gossip message").count();
+
+    // A successor roster (anhui removed) signed by rogue alone, below the threshold.
+    let current = SignedRoster::decode(&std::fs::read(fed.roster_file())?)?;
+    let mut next = current.roster.clone();
+    next.version = 2;
+    next.members.retain(|m| m.id.as_str() != "anhui");
+    let mut next = SignedRoster::unsigned(next);
+    next.add_signature(&rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Roster(next.encode()?).encode()?))?;
+    // A different manifest at the version held: an equivocation.
+    let other = Signed::sign(manifest("rogue", "control", "another title")?, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(other.into_bytes()).encode()?))?;
+    fed.wait_for("zhejiang to reject both", SPREAD, |f| Ok(rejections(f) >= 2))?;
+    // A stale version: version 1 after version 2.
+    let v2 = Signed::sign(Manifest { version: 2, ..manifest("rogue", "seq", "two")? }, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(v2.into_bytes()).encode()?))?;
+    wait_in_catalogs(&mut fed, &TWO, "rogue/seq@2", true)?;
+    let v1 = Signed::sign(manifest("rogue", "seq", "one")?, &rogue_key)?;
+    // A withdrawal that arrives before its manifest: the manifest, when it comes, is stale.
+    let withdrawal = Withdrawal {
+        v: OBJECT_VERSION,
+        publisher: "rogue".parse()?,
+        dataset: "early".parse()?,
+        version: 1,
+        reason: "never to be listed".into(),
+        time: Timestamp(1_795_000_000_000),
+    };
+    let withdrawal = Signed::sign(withdrawal, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Withdrawal(withdrawal.into_bytes()).encode()?))?;
+    fed.wait_for("the withdrawal of rogue/early everywhere", SPREAD, |f| {
+        Ok(TWO.iter().all(|m| {
+            f.cli(m, &["catalog", "show", "rogue/early"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("was withdrawn at version 1"))
+        }))
+    })?;
+    let stale = r#"deltafed_gossip_messages_total{result="stale"}"#;
+    let stale_before = metric(&fed, &rt, stale)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(v1.into_bytes()).encode()?))?;
+    let early = Signed::sign(manifest("rogue", "early", "early")?, &rogue_key)?;
+    rt.block_on(rogue.publish(Gossip::Manifest(early.into_bytes()).encode()?))?;
+    fed.wait_for("zhejiang to ignore both stale manifests", SPREAD, |f| {
+        Ok(metric(f, &rt, stale)? >= stale_before + 2.0)
+    })?;
+    // A barrier: a later honest manifest reaches everyone, so the bad ones had their chance.
+    let file = write_csv(&fed, "after.csv", 3)?;
+    publish(&fed, "zhejiang", &file, "after")?;
+    wait_in_catalogs(&mut fed, &TWO, "zhejiang/after@1", true)?;
+    assert_eq!(rejections(&fed), 2, "only the roster and the equivocation were rejected");
+    for m in TWO {
+        let mut cat = fed.catalog(m)?;
+        cat.sort();
+        assert_eq!(cat, ["rogue/control@1", "rogue/seq@2", "zhejiang/after@1"], "{m} accepted a bad manifest");
+        assert_eq!(fed.json(m, &["catalog", "show", "rogue/control"])?["title"], "control", "{m}");
+        assert_eq!(fed.json(m, &["status"])?["roster_version"], 1, "{m} took a roster below its threshold");
+    }
     Ok(())
 }
 

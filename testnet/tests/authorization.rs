@@ -630,6 +630,170 @@ fn a_member_over_its_rate_waits_its_turn_and_others_do_not() -> Result<()> {
     Ok(())
 }
 
+/// A witness checkpoint is taken only from the member whose log it seals: a member relaying
+/// another member's checkpoint is refused before anything of it is kept.
+#[test]
+fn a_checkpoint_relayed_by_another_member_is_refused() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    let fed = federation()?;
+    let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    // The raw member keeps the checkpoint zhejiang sends it on connecting.
+    let kept: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let keep = kept.clone();
+    let answer = move |bytes: &[u8]| -> Option<Vec<u8>> {
+        if let Ok(wire::Request::Deliver(Delivery::Checkpoint(cp))) = wire::Request::decode(bytes) {
+            *keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
+        }
+        wire::Response::Ack.encode().ok()
+    };
+    let peer = TestPeer::spawn_answering(&key, "yrd-testnet", Arc::new(answer))?;
+    for (member, port) in [("zhejiang", fed.base_port()), ("anhui", fed.base_port() + 1)] {
+        let (pid, addr) = member_addr_over(&fed.data_dir(member), port, Transport::Tcp)?;
+        rt.block_on(peer.dial(addr))?;
+        rt.block_on(peer.wait_for(
+            &format!("{member} to subscribe"),
+            CONNECT,
+            |s| matches!(s, Seen::Subscribed(p) if *p == pid),
+        ))?;
+    }
+    let deadline = std::time::Instant::now() + SOON;
+    let cp = loop {
+        if let Some(cp) = kept.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            break cp;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "zhejiang sent no checkpoint on connecting");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let author = Signed::<deltafed_protocol::provenance::Checkpoint>::from_trusted_bytes(&cp)?.body().member.clone();
+    assert_eq!(author.as_str(), "zhejiang", "the checkpoint is zhejiang's own");
+    let (anhui, _) = member_addr_over(&fed.data_dir("anhui"), fed.base_port() + 1, Transport::Tcp)?;
+    let relayed = wire::Request::Deliver(Delivery::Checkpoint(cp)).encode()?;
+    let answer = wire::Response::decode(&rt.block_on(peer.call(anhui, relayed, SOON))?)?;
+    assert!(refusal(&answer).contains("a checkpoint of another member"), "{answer:?}");
+    Ok(())
+}
+
+/// The outbox drops a delivery only when the member refuses it: a grant the grantee leaves
+/// unanswered, at the grant and again when the outbox is flushed on its next connection, stays
+/// queued, and arrives on the connection after that.
+#[test]
+fn a_delivery_left_unanswered_stays_queued_until_it_arrives() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::{Arc, Mutex};
+    let mut fed = federation()?;
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
+    let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let (answering, attempts) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let (ans, att, rec) = (answering.clone(), attempts.clone(), received.clone());
+    let answer: deltafed_testnet::peer::Answerer = Arc::new(move |bytes: &[u8]| -> Option<Vec<u8>> {
+        match wire::Request::decode(bytes).ok()? {
+            wire::Request::Deliver(Delivery::Grant(g)) => {
+                att.fetch_add(1, Ordering::SeqCst);
+                if !ans.load(Ordering::SeqCst) {
+                    return None;
+                }
+                rec.lock().unwrap_or_else(|p| p.into_inner()).push(g);
+                wire::Response::Ack.encode().ok()
+            }
+            wire::Request::Deliver(_) => wire::Response::Ack.encode().ok(),
+            _ => None,
+        }
+    });
+    let (zj, addr) = member_addr_over(&fed.data_dir("zhejiang"), fed.base_port(), Transport::Tcp)?;
+    let connect = || -> Result<TestPeer> {
+        let peer = TestPeer::spawn_answering(&key, "yrd-testnet", answer.clone())?;
+        rt.block_on(peer.dial(addr.clone()))?;
+        rt.block_on(peer.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
+        Ok(peer)
+    };
+    let wait_attempts = |n: usize| -> Result<()> {
+        let deadline = std::time::Instant::now() + SOON;
+        while attempts.load(Ordering::SeqCst) < n {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "zhejiang made fewer than {n} delivery attempts");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    let disconnect = |fed: &mut Federation, peer: TestPeer| -> Result<()> {
+        drop(peer);
+        fed.wait_for("zhejiang to see rogue gone", CONNECT, |f| {
+            Ok(!f.connected("zhejiang")?.contains(&"rogue".to_string()))
+        })
+    };
+
+    let first = connect()?;
+    let g = fed.json("zhejiang", &["grant", "lic", "--to", "rogue", "--purpose", "audit"])?;
+    assert_eq!(g["delivered"], false, "the grantee did not answer: {g}");
+    let gid = g["grant_id"].as_str().context("grant_id")?.to_string();
+    disconnect(&mut fed, first)?;
+    // The outbox is flushed on the next connection; unanswered again, the grant must stay.
+    let second = connect()?;
+    wait_attempts(2)?;
+    disconnect(&mut fed, second)?;
+    answering.store(true, Ordering::SeqCst);
+    let _third = connect()?;
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        let got = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ids: Vec<String> = got
+            .iter()
+            .filter_map(|b| Signed::<deltafed_protocol::access::Grant>::from_trusted_bytes(b).ok())
+            .map(|g| g.body().id.to_string())
+            .collect();
+        if ids.contains(&gid) {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the queued grant never arrived (got {ids:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Sockets from a stranger that never finish a handshake lock no member out (the review found
+/// eight enough): with 80 of them open, silent or stalled inside libp2p's upgrade, a member
+/// connects and is answered, and the node closes every one of them after its handshake timeout.
+#[test]
+fn stalled_sockets_from_a_stranger_lock_no_member_out() -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    let fed = federation()?;
+    let addr = format!("127.0.0.1:{}", fed.base_port());
+    let mut stalled = Vec::new();
+    for i in 0..80 {
+        let mut s = std::net::TcpStream::connect(&addr).with_context(|| format!("socket {i}"))?;
+        if i % 2 == 1 {
+            // Past the first byte, into libp2p's upgrade, then nothing more.
+            s.write_all(b"\x13/multistream/1.0.0\n")?;
+        }
+        stalled.push(s);
+    }
+    let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
+    let sync = wire::Request::Sync(wire::SyncRequest { roster_version: 0, after: None });
+    let answer = rogue.ask(&sync)?;
+    assert!(matches!(answer, wire::Response::Sync(_)), "a member is served meanwhile: {answer:?}");
+    for (i, mut s) in stalled.into_iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(40)))?;
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                // multistream-select answers its header before waiting for the protocol.
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    bail!("socket {i} was still open 40 s after its handshake stalled")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Who asks, for what, and when: the provider checks each itself.
 #[test]
 fn the_provider_checks_sender_addressee_grantee_exchange_and_freshness() -> Result<()> {

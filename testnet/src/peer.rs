@@ -44,6 +44,11 @@ struct Behaviour {
 /// response out (`None`: no answer, the member sees the request fail).
 pub type Answerer = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
+/// Which requests a test peer holds: never answered, their streams kept open while it runs, so
+/// the member waits on its own timeout (a member that does not answer, rather than one that
+/// fails at once).
+pub type Holder = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 pub struct TestPeer {
     cmds: mpsc::Sender<Cmd>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -59,6 +64,11 @@ impl TestPeer {
     /// Spawns the peer on the current tokio runtime; `answer` answers the requests it receives,
     /// so it can play a (misbehaving) provider.
     pub fn spawn_answering(key: &SecretKey, federation: &str, answer: Answerer) -> Result<TestPeer> {
+        TestPeer::spawn_holding(key, federation, answer, Arc::new(|_| false))
+    }
+
+    /// [`TestPeer::spawn_answering`], holding the requests `hold` picks instead of answering them.
+    pub fn spawn_holding(key: &SecretKey, federation: &str, answer: Answerer, hold: Holder) -> Result<TestPeer> {
         let keypair = identity::keypair(key);
         let peer_id = keypair.public().to_peer_id();
         let topic = gossipsub::IdentTopic::new(format!("/deltafed/{federation}/catalog/1"));
@@ -90,6 +100,7 @@ impl TestPeer {
         let log = seen.clone();
         tokio::spawn(async move {
             let push = |s: Seen| log.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            let mut held = Vec::new();
             let mut calls: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>> =
                 HashMap::new();
             loop {
@@ -112,7 +123,9 @@ impl TestPeer {
                             None => push(Seen::Response(response)),
                         },
                         SwarmEvent::Behaviour(BehaviourEvent::Rpc(request_response::Event::Message { message: request_response::Message::Request { request, channel, .. }, .. })) => {
-                            if let Some(response) = answer(&request) {
+                            if hold(&request) {
+                                held.push(channel);
+                            } else if let Some(response) = answer(&request) {
                                 let _ = swarm.behaviour_mut().rpc.send_response(channel, response);
                             }
                         }

@@ -794,6 +794,46 @@ fn stalled_sockets_from_a_stranger_lock_no_member_out() -> Result<()> {
     Ok(())
 }
 
+/// Shutdown is bounded whatever members do: a member that holds the final checkpoint without
+/// answering does not hold up the node's stop (the last checkpoint's sends are bounded as a
+/// whole, at 5 s; the review found 30 s per member, past `Federation::stop`'s 15 s).
+#[test]
+fn a_member_holding_the_final_checkpoint_does_not_hold_up_shutdown() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let mut fed = federation()?;
+    let key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let _guard = rt.enter();
+    let (holding, held) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let (h, n) = (holding.clone(), held.clone());
+    let is_checkpoint =
+        |b: &[u8]| matches!(wire::Request::decode(b), Ok(wire::Request::Deliver(Delivery::Checkpoint(_))));
+    let hold: deltafed_testnet::peer::Holder = Arc::new(move |b: &[u8]| {
+        let hold = h.load(Ordering::SeqCst) && is_checkpoint(b);
+        if hold {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+        hold
+    });
+    let answer: deltafed_testnet::peer::Answerer = Arc::new(|b: &[u8]| match wire::Request::decode(b).ok()? {
+        wire::Request::Deliver(_) => wire::Response::Ack.encode().ok(),
+        _ => None,
+    });
+    let peer = TestPeer::spawn_holding(&key, "yrd-testnet", answer, hold)?;
+    let (zj, addr) = member_addr_over(&fed.data_dir("zhejiang"), fed.base_port(), Transport::Tcp)?;
+    rt.block_on(peer.dial(addr))?;
+    rt.block_on(peer.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
+    // The log moves, so stopping signs a new checkpoint and sends it to the members.
+    let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
+    fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
+    holding.store(true, Ordering::SeqCst);
+    let status = fed.stop("zhejiang").context("zhejiang stops while rogue holds its checkpoint")?;
+    assert!(status.success(), "{status}");
+    assert!(held.load(Ordering::SeqCst) >= 1, "the final checkpoint was sent to rogue and held");
+    Ok(())
+}
+
 /// Who asks, for what, and when: the provider checks each itself.
 #[test]
 fn the_provider_checks_sender_addressee_grantee_exchange_and_freshness() -> Result<()> {

@@ -643,7 +643,11 @@ fn a_checkpoint_relayed_by_another_member_is_refused() -> Result<()> {
     let kept: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
     let keep = kept.clone();
     let answer = move |bytes: &[u8]| -> Option<Vec<u8>> {
-        if let Ok(wire::Request::Deliver(Delivery::Checkpoint(cp))) = wire::Request::decode(bytes) {
+        // Anhui sends its own too when the peer connects to it; only zhejiang's is kept.
+        if let Ok(wire::Request::Deliver(Delivery::Checkpoint(cp))) = wire::Request::decode(bytes)
+            && Signed::<deltafed_protocol::provenance::Checkpoint>::from_trusted_bytes(&cp)
+                .is_ok_and(|c| c.body().member.as_str() == "zhejiang")
+        {
             *keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(cp);
         }
         wire::Response::Ack.encode().ok()

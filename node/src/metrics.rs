@@ -75,6 +75,22 @@ struct Paced {
     rate: &'static str,
 }
 
+/// Inbound work from a member in the node now, by state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Inbound {
+    member: String,
+    state: &'static str,
+}
+
+/// One piece of inbound work, counted in its gauge for as long as it lives.
+pub struct InProgress(Gauge);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 type Histograms = Family<Side, Histogram, fn() -> Histogram>;
 
 fn batch_seconds() -> Histogram {
@@ -96,6 +112,7 @@ pub struct Metrics {
     bytes: Family<Flow, Counter>,
     refusals: Family<Refused, Counter>,
     paced: Family<Paced, Counter>,
+    inbound: Family<Inbound, Gauge>,
     fetch_seconds: Histogram,
     batch_seconds: Histograms,
     batch_calls: Histograms,
@@ -277,6 +294,12 @@ impl Metrics {
             "Requests from members that waited their turn because the member was over its rate, by member and by the rate (requests: member_rate, deliveries: member_delivery_rate)",
             paced.clone(),
         );
+        let inbound = Family::<Inbound, Gauge>::default();
+        registry.register(
+            "inbound_in_progress",
+            "Requests, gossip messages and connections from members in this node now, by member and state: handling (in one of the shared handlers) or waiting (behind the member's own member_concurrency, its rate, or a free handler)",
+            inbound.clone(),
+        );
         let fetch_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 15));
         registry.register_with_unit(
             "fetch_duration",
@@ -309,6 +332,7 @@ impl Metrics {
             bytes,
             refusals,
             paced,
+            inbound,
             fetch_seconds,
             batch_seconds,
             batch_calls,
@@ -321,6 +345,13 @@ impl Metrics {
     /// A request from `member` that waited for its `rate`.
     pub fn paced(&self, member: &str, rate: &'static str) {
         self.paced.get_or_create(&Paced { member: member.to_string(), rate }).inc();
+    }
+
+    /// Inbound work from `member` in `state` (`waiting`, `handling`) until the guard drops.
+    pub fn in_progress(&self, member: &str, state: &'static str) -> InProgress {
+        let gauge = self.inbound.get_or_create(&Inbound { member: member.to_string(), state }).clone();
+        gauge.inc();
+        InProgress(gauge)
     }
 
     /// A gossip message's verdict.

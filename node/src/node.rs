@@ -437,12 +437,16 @@ async fn dispatch(node: Node, mut events: mpsc::Receiver<Event>, tasks: TaskTrac
         let own = members.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(per_member))).clone();
         let (node, shared, rates) = (node.clone(), limit.clone(), rates.clone());
         tasks.spawn(async move {
+            let from = node.member_label(&peer);
+            let waiting = node.0.metrics.in_progress(&from, "waiting");
             let Ok(_own) = own.acquire_owned().await else { return };
             let ev = inbound::Inbound::decode(ev);
             if let Some(rate) = rates.admit(&peer, &ev).await {
-                node.paced(&peer, rate);
+                node.paced(&from, rate);
             }
             let Ok(_shared) = shared.acquire_owned().await else { return };
+            drop(waiting);
+            let _handling = node.0.metrics.in_progress(&from, "handling");
             node.on_event(ev).await;
         });
     }

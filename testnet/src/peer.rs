@@ -88,7 +88,8 @@ impl TestPeer {
                 let rpc = request_response::Behaviour::with_codec(
                     Codec,
                     [(PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default(),
+                    // Callers give each request its own timeout (`call`); the stream outlives it.
+                    request_response::Config::default().with_request_timeout(Duration::from_secs(300)),
                 );
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour { gossip, rpc })
             })

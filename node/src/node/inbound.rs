@@ -99,10 +99,14 @@ impl Rates {
 
 impl Node {
     /// Counts a request that waited for its sender's rate.
-    pub(super) fn paced(&self, peer: &PeerId, rate: &'static str) {
-        let from = self.member_of_peer(peer).map_or_else(|| OTHER_PEER.to_string(), |m| m.to_string());
+    /// The member a peer is, as metrics label it.
+    pub(super) fn member_label(&self, peer: &PeerId) -> String {
+        self.member_of_peer(peer).map_or_else(|| OTHER_PEER.to_string(), |m| m.to_string())
+    }
+
+    pub(super) fn paced(&self, from: &str, rate: &'static str) {
         tracing::debug!(member = %from, rate, "a member over its rate waits its turn");
-        self.0.metrics.paced(&from, rate);
+        self.0.metrics.paced(from, rate);
     }
 
     pub(super) async fn answer(&self, peer: PeerId, req: Result<wire::Request, cbor::Error>) -> wire::Response {
@@ -111,7 +115,7 @@ impl Node {
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "malformed rpc request");
                 let refused = wire::Response::Refused(format!("malformed request: {e}"));
-                let from = self.member_of_peer(&peer).map_or_else(|| OTHER_PEER.to_string(), |m| m.to_string());
+                let from = self.member_label(&peer);
                 self.0.metrics.answered(&from, Rpc::Unknown, &refused, 0);
                 return refused;
             }

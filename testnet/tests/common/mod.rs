@@ -1,8 +1,9 @@
-//! Helpers the exchange and transfer tests share.
+//! Helpers the integration tests share.
 
 // Each test file uses its own part of these.
 #![allow(dead_code)]
 
+pub mod rogue;
 pub mod web;
 
 use std::time::Duration;

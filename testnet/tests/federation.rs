@@ -10,8 +10,9 @@ use deltafed_protocol::manifest::{Classification, Format, Manifest, Sharing, Wit
 use deltafed_protocol::roster::SignedRoster;
 use deltafed_protocol::wire::{self, Gossip};
 use deltafed_protocol::{Hash, OBJECT_VERSION, SecretKey, Signed, Timestamp};
-use deltafed_testnet::peer::{Seen, TestPeer, member_addr};
+use deltafed_testnet::peer::{Answerer, Seen, TestPeer, member_addr};
 use deltafed_testnet::{Federation, free_base_port, path_str};
+use libp2p::PeerId;
 
 const FOUR: [&str; 4] = ["shanghai", "jiangsu", "zhejiang", "anhui"];
 const CONNECT: Duration = Duration::from_secs(20);
@@ -227,6 +228,36 @@ fn manifest(publisher: &str, dataset: &str, title: &str) -> Result<Manifest> {
     })
 }
 
+/// A raw peer playing `member` (a member of the roster whose node is not running), connected to
+/// `node` at `port` and subscribed to by it; `answer` answers what the node asks it. Returns the
+/// runtime the peer runs on, the peer, its key and the node's PeerId.
+fn raw_member(
+    fed: &Federation,
+    member: &str,
+    node: &str,
+    port: u16,
+    answer: Answerer,
+) -> Result<(tokio::runtime::Runtime, TestPeer, SecretKey, PeerId)> {
+    let key = deltafed_node::keyfile::read(&fed.data_dir(member).join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let peer = {
+        let _guard = rt.enter();
+        TestPeer::spawn_answering(&key, "yrd-testnet", answer)?
+    };
+    let (pid, addr) = member_addr(&fed.data_dir(node), port)?;
+    rt.block_on(peer.dial(addr))?;
+    rt.block_on(peer.wait_for(
+        &format!("{node} to subscribe"),
+        CONNECT,
+        |s| matches!(s, Seen::Subscribed(p) if *p == pid),
+    ))?;
+    Ok((rt, peer, key, pid))
+}
+
+fn no_answer() -> Answerer {
+    std::sync::Arc::new(|_| None)
+}
+
 /// A value of zhejiang's `/metrics` (0 when the series is absent).
 fn metric(fed: &Federation, rt: &tokio::runtime::Runtime, series: &str) -> Result<f64> {
     let url = format!("{}/metrics", fed.metrics_url("zhejiang")?);
@@ -246,14 +277,7 @@ fn forged_tampered_and_malformed_gossip_is_rejected_everywhere_and_penalised() -
         fed.start(m)?;
     }
     fed.wait_mesh(&FOUR, CONNECT)?;
-    let rogue_key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
-
-    let rt = tokio::runtime::Runtime::new()?;
-    let _guard = rt.enter();
-    let rogue = TestPeer::spawn(&rogue_key, "yrd-testnet")?;
-    let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 2)?;
-    rt.block_on(rogue.dial(addr))?;
-    rt.block_on(rogue.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
+    let (rt, rogue, rogue_key, zj) = raw_member(&fed, "rogue", "zhejiang", fed.base_port() + 2, no_answer())?;
 
     // Control: a valid manifest by rogue itself travels the path the bad ones will take.
     let honest = Signed::sign(manifest("rogue", "control", "control")?, &rogue_key)?;
@@ -316,13 +340,7 @@ fn a_member_cannot_rewrite_the_roster_or_the_catalog_by_gossip() -> Result<()> {
     let mut fed = Federation::init(&["shanghai", "zhejiang", "rogue"])?;
     fed.start_all_but("rogue")?;
     fed.wait_mesh(&TWO, CONNECT)?;
-    let rogue_key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let _guard = rt.enter();
-    let rogue = TestPeer::spawn(&rogue_key, "yrd-testnet")?;
-    let (zj, addr) = member_addr(&fed.data_dir("zhejiang"), fed.base_port() + 1)?;
-    rt.block_on(rogue.dial(addr))?;
-    rt.block_on(rogue.wait_for("zhejiang to subscribe", CONNECT, |s| matches!(s, Seen::Subscribed(p) if *p == zj)))?;
+    let (rt, rogue, rogue_key, _) = raw_member(&fed, "rogue", "zhejiang", fed.base_port() + 1, no_answer())?;
     let honest = Signed::sign(manifest("rogue", "control", "control")?, &rogue_key)?;
     rt.block_on(rogue.publish(Gossip::Manifest(honest.into_bytes()).encode()?))?;
     wait_in_catalogs(&mut fed, &TWO, "rogue/control@1", true)?;
@@ -382,6 +400,44 @@ fn a_member_cannot_rewrite_the_roster_or_the_catalog_by_gossip() -> Result<()> {
         assert_eq!(fed.json(m, &["catalog", "show", "rogue/control"])?["title"], "control", "{m}");
         assert_eq!(fed.json(m, &["status"])?["roster_version"], 1, "{m} took a roster below its threshold");
     }
+    Ok(())
+}
+
+/// An invalid successor roster arriving by sync (a member's answer to the catch-up a node makes
+/// on connecting) is rejected as it is by gossip: the roster in force stays, the operator is
+/// told, and the page's valid items are still taken.
+#[test]
+fn an_invalid_roster_arriving_by_sync_is_rejected() -> Result<()> {
+    const TWO: [&str; 2] = ["shanghai", "zhejiang"];
+    let mut fed = Federation::init(&["shanghai", "zhejiang", "rogue"])?;
+    fed.start_all_but("rogue")?;
+    fed.wait_mesh(&TWO, CONNECT)?;
+    let rogue_key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
+    // Version 2 without shanghai, signed by rogue alone: below the threshold.
+    let current = SignedRoster::decode(&std::fs::read(fed.roster_file())?)?;
+    let mut next = current.roster.clone();
+    next.version = 2;
+    next.members.retain(|m| m.id.as_str() != "shanghai");
+    let mut next = SignedRoster::unsigned(next);
+    next.add_signature(&rogue_key)?;
+    let item = Gossip::Manifest(Signed::sign(manifest("rogue", "synced", "synced")?, &rogue_key)?.into_bytes());
+    let page = wire::Response::Sync(wire::SyncResponse { roster: Some(next.encode()?), items: vec![item], next: None })
+        .encode()?;
+    let answer: Answerer = std::sync::Arc::new(move |b: &[u8]| match wire::Request::decode(b).ok()? {
+        wire::Request::Sync(_) => Some(page.clone()),
+        wire::Request::Deliver(_) => wire::Response::Ack.encode().ok(),
+        _ => None,
+    });
+    let (_rt, _rogue, _, _) = raw_member(&fed, "rogue", "zhejiang", fed.base_port() + 1, answer)?;
+    // The roster comes first in a page: once the item is in, the roster was decided.
+    wait_in_catalogs(&mut fed, &["zhejiang"], "rogue/synced@1", true)?;
+    assert_eq!(fed.json("zhejiang", &["status"])?["roster_version"], 1, "zhejiang took a roster below its threshold");
+    let log = fed.log("zhejiang");
+    assert!(
+        log.lines().any(|l| l.contains("sync carried an invalid roster") && l.contains("threshold")),
+        "zhejiang did not say why it refused the roster: {log}"
+    );
+    assert!(fed.connected("zhejiang")?.contains(&"shanghai".to_string()), "shanghai is still a member to zhejiang");
     Ok(())
 }
 
@@ -482,6 +538,47 @@ fn roster_update_adds_and_removes_members_without_restart() -> Result<()> {
     let _ = child.wait();
     joined?;
     assert!(fed.connected("anhui")?.is_empty(), "anhui is disconnected from everyone");
+    // And it stays out: with its node stopped, a peer holding its key dials shanghai again and
+    // again; each connection is refused before anything is exchanged, so no fetch of its can
+    // reach a provider.
+    let status = fed.stop("anhui")?;
+    assert!(status.success(), "anhui stops: {status}");
+    let key = deltafed_node::keyfile::read(&fed.data_dir("anhui").join("node.key"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let peer = {
+        let _guard = rt.enter();
+        TestPeer::spawn(&key, "yrd-testnet")?
+    };
+    let (sh, addr) = member_addr(&fed.data_dir("shanghai"), fed.base_port())?;
+    let ended = |seen: &[Seen]| seen.iter().filter(|s| matches!(s, Seen::Closed(_) | Seen::DialFailed(_))).count();
+    for attempt in 1..=3u8 {
+        let before = ended(&peer.seen());
+        rt.block_on(peer.dial(addr.clone()))?;
+        let deadline = Instant::now() + SPREAD;
+        while ended(&peer.seen()) == before {
+            anyhow::ensure!(Instant::now() < deadline, "redial {attempt} of anhui was not ended: {:?}", peer.seen());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let fetch = deltafed_protocol::exchange::FetchRequest {
+            v: OBJECT_VERSION,
+            requester: "anhui".parse()?,
+            provider: "shanghai".parse()?,
+            dataset: "licences".parse()?,
+            version: None,
+            grant: None,
+            nonce: deltafed_protocol::Nonce([attempt; 16]),
+            time: Timestamp::from_system(std::time::SystemTime::now()),
+            offset: 0,
+        };
+        let req = wire::Request::Fetch(Signed::sign(fetch, &key)?.into_bytes()).encode()?;
+        let answer = rt.block_on(peer.call(sh, req, SPREAD));
+        assert!(answer.is_err(), "a removed member's fetch was answered: {answer:?}");
+    }
+    let seen = peer.seen();
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::Subscribed(_) | Seen::Message(_) | Seen::Response(_))),
+        "the removed member learned something: {seen:?}"
+    );
     Ok(())
 }
 

@@ -159,8 +159,12 @@ impl Node {
         for _ in 0..MAX_SYNC_PAGES {
             let req = wire::SyncRequest { roster_version: self.roster().roster.version, after: after.clone() };
             let page = self.0.net.sync(peer, req).await?;
-            if let Some(r) = page.roster {
-                self.ingest_roster(&r).await;
+            // Pages carry a roster only when the peer's is newer; a bad one is the peer's lie,
+            // not a reason to stop taking the (separately verified) items.
+            if let Some(r) = page.roster
+                && let Ingested::Rejected(reason) = self.ingest_roster(&r).await
+            {
+                tracing::warn!(%peer, %reason, "sync carried an invalid roster");
             }
             for item in page.items {
                 match self.ingest_item(item).await {

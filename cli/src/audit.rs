@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use deltafed_node::admin::api::{ArchiveStatusView, ArchivedView, Exported, Request};
 use deltafed_node::admin::client::Client;
 use deltafed_node::provenance::archive;
-use deltafed_node::provenance::{EntryView, Filter, Provenance, VerifyReport};
+use deltafed_node::provenance::{EntryView, Provenance, VerifyReport};
 use deltafed_node::store::Store;
 use deltafed_node::{Config, keyfile, rosterfile};
 use deltafed_protocol::{DatasetRef, MemberId, PublicKey, Timestamp};
@@ -37,8 +37,8 @@ pub struct ProvenanceArgs {
     /// At most this many entries (newest first).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Only the sharing calls made for this key (the log holds keys as keyed hashes only, which
-    /// the running node computes; archived segments are not searched by key).
+    /// Only the sharing calls made for this key (the log holds keys only as keyed hashes, which
+    /// the running node computes, for the live log and the archive alike).
     #[arg(long)]
     pub key: Option<String>,
     /// Also search the sealed segments in this directory (older entries, listed after the live
@@ -156,25 +156,19 @@ pub fn run(g: &Global, a: ProvenanceArgs) -> Result<ExitCode> {
 fn list(g: &Global, a: ProvenanceArgs) -> Result<ExitCode> {
     let mut c = client(g)?;
     let since = a.since.as_deref().map(|s| Timestamp::parse_at_or_before(s, now())).transpose().context("--since")?;
-    let mut entries: Vec<EntryView> = c.call(&Request::Provenance {
+    let archive = a.archive.as_deref().map(absolute).transpose()?;
+    let searched = archive.is_some();
+    let entries: Vec<EntryView> = c.call(&Request::Provenance {
         dataset: a.dataset.clone(),
         peer: a.peer.clone(),
         since: a.since.clone(),
         limit: a.limit,
         key: a.key.clone(),
+        archive,
     })?;
     let room = a.limit.map_or(usize::MAX, |l| l.saturating_sub(entries.len()));
-    if a.key.is_some() && a.archive.is_some() {
-        eprintln!(
-            "note: --key searches the live log only; archived segments hold keys as hashes the node alone can compute"
-        );
-    } else if let Some(dir) = &a.archive {
-        if room > 0 {
-            let f =
-                Filter { dataset: a.dataset, peer: a.peer, since, limit: a.limit.map(|_| room), ..Filter::default() };
-            entries.extend(archive::search(dir, &f)?);
-        }
-    } else if room > 0
+    if !searched
+        && room > 0
         && let Ok(status) = c.call::<ArchiveStatusView>(&Request::ProvenanceArchiveStatus)
         && let Some(note) = archive_note(&status, since)
     {

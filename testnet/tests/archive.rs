@@ -191,6 +191,13 @@ fn a_node_archives_while_serving_queries_and_the_archive_verifies() -> Result<()
         fed.json("zhejiang", &["provenance", "--dataset", "zhejiang/licences", "--limit", "3", "--archive", &dir])?;
     let seqs: Vec<u64> = old.as_array().context("a list")?.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs.len(), 3, "{old}");
+    // By key over the archive: the node hashes the key, the archived calls carry the hash.
+    let through = second["archived_through"].as_u64().context("archived_through")?;
+    let by_key = fed.json("zhejiang", &["provenance", "--key", "91330100A1", "--archive", &dir])?;
+    let archived_calls = by_key.as_array().context("a list")?.iter().filter(|e| e["seq"].as_u64() <= Some(through));
+    assert!(archived_calls.count() >= 5, "the archived calls for the key: {by_key}");
+    let nobody = fed.json("zhejiang", &["provenance", "--key", "no such key", "--archive", &dir])?;
+    assert_eq!(nobody.as_array().map(Vec::len), Some(0), "{nobody}");
     let export = fed.json("zhejiang", &["provenance", "export", "--out", path_str(&fed.root().join("live.jsonl"))?])?;
     assert_eq!(export["first_seq"].as_u64(), second["archived_through"].as_u64().map(|t| t + 1), "{export}");
 

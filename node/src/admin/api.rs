@@ -76,6 +76,9 @@ pub enum Request {
         /// The calls made for this key (found by the key's keyed hash).
         #[serde(default)]
         key: Option<String>,
+        /// Also search the sealed segments in this directory, after the live log.
+        #[serde(default)]
+        archive: Option<PathBuf>,
     },
     ProvenanceVerify,
     ProvenanceExport {

@@ -191,8 +191,8 @@ impl Node {
                         .collect(),
                 })
             }
-            R::Provenance { dataset, peer, since, limit, key } => {
-                json(self.provenance_list(dataset, peer, since, limit, key)?)
+            R::Provenance { dataset, peer, since, limit, key, archive } => {
+                json(self.provenance_list(dataset, peer, since, limit, key, archive).await?)
             }
             R::ProvenanceVerify => json(self.provenance_verify().await?),
             R::ProvenanceExport { out } => {

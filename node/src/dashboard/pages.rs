@@ -506,9 +506,12 @@ pub async fn revoke(d: St, v: Viewer, Path(id): Path<String>, axum::Form(f): axu
 
 /// The latest log entries of some kinds.
 async fn recent(d: &St, v: &Viewer, kinds: &[&str], limit: usize) -> Result<Vec<serde_json::Value>, Early> {
-    let all: Vec<serde_json::Value> =
-        view(d, v, Request::Provenance { dataset: None, peer: None, since: None, limit: Some(5000), key: None })
-            .await?;
+    let all: Vec<serde_json::Value> = view(
+        d,
+        v,
+        Request::Provenance { dataset: None, peer: None, since: None, limit: Some(5000), key: None, archive: None },
+    )
+    .await?;
     // Newest first, as the log answers.
     Ok(all.into_iter().filter(|e| kinds.iter().any(|k| e["kind"] == *k)).take(limit).collect())
 }
@@ -712,7 +715,8 @@ pub async fn provenance(d: St, v: Viewer, Query(f): Query<LogFilter>) -> Respons
         }
         None => None,
     };
-    let req = Request::Provenance { dataset, peer, since: nonempty(&f.since), limit: Some(500), key: None };
+    let req =
+        Request::Provenance { dataset, peer, since: nonempty(&f.since), limit: Some(500), key: None, archive: None };
     let all: Vec<serde_json::Value> = try_page!(view(&d, &v, req).await);
     let kind = nonempty(&f.kind);
     let shown: Vec<serde_json::Value> =

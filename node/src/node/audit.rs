@@ -99,13 +99,18 @@ impl Node {
         }
     }
 
-    pub fn provenance_list(
+    /// Entries matching the filter, newest first: the live log, then (with `archive`, while the
+    /// limit leaves room) the sealed segments in that directory, with the same filter. The key is
+    /// turned into its keyed hash here, with the node's audit key, so archived calls are found
+    /// by key as well.
+    pub async fn provenance_list(
         &self,
         dataset: Option<DatasetRef>,
         peer: Option<MemberId>,
         since: Option<String>,
         limit: Option<usize>,
         key: Option<String>,
+        archive: Option<PathBuf>,
     ) -> Result<Vec<EntryView>, Error> {
         let since = since
             .map(|s| {
@@ -113,7 +118,17 @@ impl Node {
             })
             .transpose()?;
         let key = key.map(|k| crate::provenance::audit_hash(&self.0.audit_key, &k));
-        Ok(self.0.provenance.query(&Filter { dataset, peer, since, limit, key })?)
+        let filter = Filter { dataset, peer, since, limit, key };
+        let mut entries = self.0.provenance.query(&filter)?;
+        let room = limit.map_or(usize::MAX, |l| l.saturating_sub(entries.len()));
+        if let Some(dir) = archive
+            && room > 0
+        {
+            let f = Filter { limit: limit.map(|_| room), ..filter };
+            let older = tokio::task::spawn_blocking(move || crate::provenance::archive::search(&dir, &f)).await?;
+            entries.extend(older.map_err(|e| Error::invalid("--archive", e.to_string()))?);
+        }
+        Ok(entries)
     }
 
     /// Verifies the log, including against the copies of our checkpoints that connected members hold.

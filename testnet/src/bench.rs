@@ -16,6 +16,7 @@ mod live;
 mod load;
 mod provenance;
 mod queries;
+mod soak;
 mod spread;
 mod tls;
 
@@ -114,6 +115,9 @@ pub fn main() -> Result<()> {
     }
     if want("durability") {
         rows.extend(durability::run(&sizes).context("durability")?);
+    }
+    if want("soak") {
+        rows.extend(soak::run(&sizes).context("soak")?);
     }
     if want("footprint") {
         rows.extend(footprint::run(&sizes).context("footprint")?);

@@ -108,20 +108,23 @@ pub struct OpenRun {
     pub latencies: Vec<f64>,
     /// p99 of each second of the run, to show drift.
     pub p99_by_second: Vec<f64>,
+    /// Each call's scheduled send (seconds into the run) and latency (ms), in answer order.
+    pub samples: Vec<(f64, f64)>,
     pub connections: usize,
 }
 
 /// Calls offered at `rate` per second for `secs`, open loop, at most `max_conns` connections.
 pub fn open(t: &Target, rate: f64, secs: f64, max_conns: usize, path: impl Fn(usize) -> String) -> Result<OpenRun> {
     let n = (rate * secs) as usize;
-    let paths: Vec<String> = (0..n).map(path).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel::<SendRequest<Empty<Bytes>>>();
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(bool, f64, f64)>>();
         let start = Instant::now();
         let mut opened = 0usize;
-        for (i, p) in paths.into_iter().enumerate() {
+        // Each path is made when its call is due: a long run holds no list of them.
+        for i in 0..n {
+            let p = path(i);
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
             let send = match idle_rx.try_recv() {
@@ -165,9 +168,15 @@ pub fn open(t: &Target, rate: f64, secs: f64, max_conns: usize, path: impl Fn(us
                 super::percentile(&v, 0.99)
             })
             .collect();
-        let mut latencies: Vec<f64> = samples.into_iter().map(|(_, l)| l).collect();
+        let mut latencies: Vec<f64> = samples.iter().map(|(_, l)| *l).collect();
         latencies.sort_by(f64::total_cmp);
-        Ok(OpenRun { achieved: latencies.len() as f64 / elapsed, latencies, p99_by_second, connections: opened })
+        Ok(OpenRun {
+            achieved: latencies.len() as f64 / elapsed,
+            latencies,
+            p99_by_second,
+            samples,
+            connections: opened,
+        })
     })
 }
 

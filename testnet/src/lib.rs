@@ -19,6 +19,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// The `deltafed` binary of this build, unless `DELTAFED_BIN` names another.
+///
+/// `cargo test -p deltafed-testnet` does not rebuild the binary (it belongs to another
+/// package), so a binary older than any source it is built from is refused, with what to run:
+/// a stale one would be tested in place of the code.
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("DELTAFED_BIN") {
         return PathBuf::from(p);
@@ -27,10 +31,55 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let here = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let sibling = here.join("deltafed");
-    if sibling.exists() {
-        return sibling;
+    let bin = if sibling.exists() {
+        sibling
+    } else {
+        here.parent().map(Path::to_path_buf).unwrap_or_default().join("deltafed")
+    };
+    static FRESH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if let Err(why) = FRESH.get_or_init(|| fresh(&bin)) {
+        panic!("{why}");
     }
-    here.parent().map(Path::to_path_buf).unwrap_or_default().join("deltafed")
+    bin
+}
+
+/// Whether `bin` is newer than every Rust source of the crates it is built from (only `.rs`
+/// files: cargo rebuilds for each of those, so a binary older than one is stale for certain).
+fn fresh(bin: &Path) -> Result<(), String> {
+    let rebuild = "run `cargo build --workspace --all-targets` (or `cargo test --workspace`) first";
+    let built = std::fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("the deltafed binary {} is not there ({e}): {rebuild}", bin.display()))?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut look = |p: PathBuf| {
+        if let Ok(t) = std::fs::metadata(&p).and_then(|m| m.modified())
+            && newest.as_ref().is_none_or(|(n, _)| t > *n)
+        {
+            newest = Some((t, p));
+        }
+    };
+    for krate in ["protocol", "node", "cli"] {
+        let mut dirs = vec![root.join(krate).join("src")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    look(p);
+                }
+            }
+        }
+    }
+    match newest {
+        Some((t, p)) if t > built => Err(format!(
+            "the deltafed binary {} is older than {}: it was not rebuilt after that change, and the tests would run the old code; {rebuild}",
+            bin.display(),
+            p.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A base port P such that P..P+n are free on 127.0.0.1 for both TCP and UDP (QUIC), reserved

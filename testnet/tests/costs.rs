@@ -96,19 +96,7 @@ fn access_requests_from_one_member_are_capped() -> Result<()> {
     let lic = file(&fed, "l.csv", LICENCES.as_bytes())?;
     fed.json("zhejiang", &["publish", &lic, "--dataset", "lic", "--title", "L"])?;
     let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
-    let ask = |i: u8| -> Result<wire::Response> {
-        let r = deltafed_protocol::access::AccessRequest {
-            v: OBJECT_VERSION,
-            id: deltafed_protocol::RequestId([i; 16]),
-            requester: "rogue".parse()?,
-            provider: "zhejiang".parse()?,
-            dataset: "lic".parse()?,
-            purpose: "flood".into(),
-            fields: None,
-            time: now(),
-        };
-        rogue.ask(&wire::Request::Deliver(Delivery::AccessRequest(Signed::sign(r, &rogue.key)?.into_bytes())))
-    };
+    let ask = |i: u8| -> Result<wire::Response> { rogue.ask(&rogue.access_request(i)?) };
     assert!(matches!(ask(1)?, wire::Response::Ack));
     assert!(matches!(ask(2)?, wire::Response::Ack));
     let r = ask(3)?;
@@ -136,22 +124,7 @@ fn a_member_over_its_rate_waits_its_turn_and_others_do_not() -> Result<()> {
         Ok(f.catalog("anhui")?.contains(&"zhejiang/lic@1".to_string()))
     })?;
     let rogue = Rogue::connect(&fed, "zhejiang", fed.base_port())?;
-    let requests = (0..BURST)
-        .map(|i| {
-            let r = deltafed_protocol::access::AccessRequest {
-                v: OBJECT_VERSION,
-                id: deltafed_protocol::RequestId([i as u8 + 1; 16]),
-                requester: "rogue".parse()?,
-                provider: "zhejiang".parse()?,
-                dataset: "lic".parse()?,
-                purpose: "flood".into(),
-                fields: None,
-                time: now(),
-            };
-            let d = Delivery::AccessRequest(Signed::sign(r, &rogue.key)?.into_bytes());
-            Ok(wire::Request::Deliver(d).encode()?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let requests = (0..BURST).map(|i| Ok(rogue.access_request(i as u8 + 1)?.encode()?)).collect::<Result<Vec<_>>>()?;
     let answered = AtomicUsize::new(0);
     let (took, answers, anhui_saw) = std::thread::scope(|s| -> Result<_> {
         let flood = s.spawn(|| {

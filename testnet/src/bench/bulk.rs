@@ -266,7 +266,7 @@ fn memory_dir() -> Option<std::path::PathBuf> {
 }
 
 /// Writes `bytes` to `path` in 1 MiB blocks and fsyncs; returns MB/s. The file is removed.
-fn durable_write(path: &std::path::Path, bytes: u64) -> Result<f64> {
+pub(super) fn durable_write(path: &std::path::Path, bytes: u64) -> Result<f64> {
     let buf = vec![0xa5u8; 1 << 20];
     let start = Instant::now();
     let mut f = std::fs::File::create(path)?;

@@ -23,19 +23,9 @@ fn counts(fed: &Federation, member: &str) -> Result<(u64, u64, u64, u64)> {
     Ok((n("batches_sent")?, n("calls_sent")?, n("batches_served")?, n("calls_served")?))
 }
 
-fn addr_of(url: &str) -> Result<std::net::SocketAddr> {
-    url.strip_prefix("http://")
-        .context("the gateway is not plain HTTP on loopback")?
-        .trim_end_matches('/')
-        .parse()
-        .with_context(|| format!("gateway url {url}"))
-}
-
 pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     let mut fed = super::keyed_records(s, "id,holder")?;
-    let app = fed.json("requester", &["app", "add", "bench", "--datasets", "provider/records", "--rate", "1000000"])?;
-    let token = app["token"].as_str().context("app add printed no token")?.to_string();
-    let t = Target { addr: addr_of(&fed.gateway_url("requester")?)?, token: Some(token) };
+    let t = Target::requester_app(&fed, "bench")?;
     let n = s.query_records;
     let path = move |i: usize| format!("/v1/records/provider/records/K{:08}", (i * 7919) % n);
     // One call checked for shape before timing thousands.

@@ -53,16 +53,7 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     fed.wait_for("the live dataset in the requester's catalog", std::time::Duration::from_secs(30), |f| {
         Ok(f.catalog("requester")?.contains(&"provider/records@1".to_string()))
     })?;
-    let app = fed.json("requester", &["app", "add", "bench", "--datasets", "provider/records", "--rate", "1000000"])?;
-    let token = app["token"].as_str().context("app add printed no token")?.to_string();
-    let url = fed.gateway_url("requester")?;
-    let addr = url
-        .strip_prefix("http://")
-        .context("the gateway is not plain HTTP on loopback")?
-        .trim_end_matches('/')
-        .parse()
-        .with_context(|| format!("gateway url {url}"))?;
-    let t = Target { addr, token: Some(token) };
+    let t = Target::requester_app(&fed, "bench")?;
     let path = move |i: usize| format!("/v1/records/provider/records/K{:08}", (i * 7919) % n);
     load::closed(&t, 1, 1, path)?;
     load::failures();

@@ -26,6 +26,24 @@ pub struct Target {
     pub token: Option<String>,
 }
 
+impl Target {
+    /// A gateway application on the requester allowed `provider/records` without a rate that
+    /// matters, and the requester's gateway address: what the gateway rows call through.
+    pub fn requester_app(fed: &crate::Federation, app: &str) -> Result<Target> {
+        let added =
+            fed.json("requester", &["app", "add", app, "--datasets", "provider/records", "--rate", "1000000"])?;
+        let token = added["token"].as_str().context("app add printed no token")?.to_string();
+        let url = fed.gateway_url("requester")?;
+        let addr = url
+            .strip_prefix("http://")
+            .context("the gateway is not plain HTTP on loopback")?
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("gateway url {url}"))?;
+        Ok(Target { addr, token: Some(token) })
+    }
+}
+
 async fn connect(t: &Target) -> Result<SendRequest<Empty<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(t.addr).await.with_context(|| format!("connecting to {}", t.addr))?;
     stream.set_nodelay(true)?;

@@ -55,16 +55,7 @@ pub fn run(s: &Sizes) -> Result<Vec<Row>> {
     let quick = s.queries < 100_000;
     let (secs, window) = if quick { (20.0, 2.0) } else { (600.0, 30.0) };
     let mut fed = super::keyed_records(s, "id,holder")?;
-    let app = fed.json("requester", &["app", "add", "soak", "--datasets", "provider/records", "--rate", "1000000"])?;
-    let token = app["token"].as_str().context("app add printed no token")?.to_string();
-    let url = fed.gateway_url("requester")?;
-    let addr = url
-        .strip_prefix("http://")
-        .context("the gateway is not plain HTTP on loopback")?
-        .trim_end_matches('/')
-        .parse()
-        .with_context(|| format!("gateway url {url}"))?;
-    let t = Target { addr, token: Some(token) };
+    let t = Target::requester_app(&fed, "soak")?;
     let n = s.query_records;
     let path = move |i: usize| format!("/v1/records/provider/records/K{:08}", (i * 7919) % n);
     load::closed(&t, 1, 1, path)?;

@@ -146,6 +146,21 @@ impl Rogue {
         }
     }
 
+    /// An access request for zhejiang's `lic`, signed by the rogue, as a delivery.
+    pub fn access_request(&self, id: u8) -> Result<wire::Request> {
+        let r = deltafed_protocol::access::AccessRequest {
+            v: OBJECT_VERSION,
+            id: deltafed_protocol::RequestId([id; 16]),
+            requester: self.name.parse()?,
+            provider: "zhejiang".parse()?,
+            dataset: "lic".parse()?,
+            purpose: "flood".into(),
+            fields: None,
+            time: now(),
+        };
+        Ok(wire::Request::Deliver(wire::Delivery::AccessRequest(Signed::sign(r, &self.key)?.into_bytes())))
+    }
+
     pub fn chunk(&self, exchange: ExchangeId, index: u64) -> Result<wire::Response> {
         self.ask(&wire::Request::Chunk { exchange, index })
     }

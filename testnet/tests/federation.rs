@@ -254,6 +254,18 @@ fn raw_member(
     Ok((rt, peer, key, pid))
 }
 
+/// A successor of the federation's roster (version 2) without `dropped`, signed by `key` alone:
+/// below any threshold of two or more.
+fn below_threshold(fed: &Federation, dropped: &str, key: &SecretKey) -> Result<SignedRoster> {
+    let current = SignedRoster::decode(&std::fs::read(fed.roster_file())?)?;
+    let mut next = current.roster.clone();
+    next.version = 2;
+    next.members.retain(|m| m.id.as_str() != dropped);
+    let mut next = SignedRoster::unsigned(next);
+    next.add_signature(key)?;
+    Ok(next)
+}
+
 fn no_answer() -> Answerer {
     std::sync::Arc::new(|_| None)
 }
@@ -347,12 +359,7 @@ fn a_member_cannot_rewrite_the_roster_or_the_catalog_by_gossip() -> Result<()> {
     let rejections = |f: &Federation| f.log("zhejiang").matches("rejected gossip message").count();
 
     // A successor roster (anhui removed) signed by rogue alone, below the threshold.
-    let current = SignedRoster::decode(&std::fs::read(fed.roster_file())?)?;
-    let mut next = current.roster.clone();
-    next.version = 2;
-    next.members.retain(|m| m.id.as_str() != "anhui");
-    let mut next = SignedRoster::unsigned(next);
-    next.add_signature(&rogue_key)?;
+    let next = below_threshold(&fed, "anhui", &rogue_key)?;
     rt.block_on(rogue.publish(Gossip::Roster(next.encode()?).encode()?))?;
     // A different manifest at the version held: an equivocation.
     let other = Signed::sign(manifest("rogue", "control", "another title")?, &rogue_key)?;
@@ -414,12 +421,7 @@ fn an_invalid_roster_arriving_by_sync_is_rejected() -> Result<()> {
     fed.wait_mesh(&TWO, CONNECT)?;
     let rogue_key = deltafed_node::keyfile::read(&fed.data_dir("rogue").join("node.key"))?;
     // Version 2 without shanghai, signed by rogue alone: below the threshold.
-    let current = SignedRoster::decode(&std::fs::read(fed.roster_file())?)?;
-    let mut next = current.roster.clone();
-    next.version = 2;
-    next.members.retain(|m| m.id.as_str() != "shanghai");
-    let mut next = SignedRoster::unsigned(next);
-    next.add_signature(&rogue_key)?;
+    let next = below_threshold(&fed, "shanghai", &rogue_key)?;
     let item = Gossip::Manifest(Signed::sign(manifest("rogue", "synced", "synced")?, &rogue_key)?.into_bytes());
     let page = wire::Response::Sync(wire::SyncResponse { roster: Some(next.encode()?), items: vec![item], next: None })
         .encode()?;

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{Caller, Error, Node, now, random16};
 use crate::admin::api;
-use crate::exchange::{self, Partial, PartialState};
+use crate::exchange::{self, ChunkBuf, Partial, PartialState};
 use crate::provenance::Record;
 use crate::{datapath, policy, rpc};
 
@@ -595,26 +595,28 @@ impl Sink<'_> {
     }
 
     /// A buffer for the next chunk: one the file writer has finished with, when it has one.
-    fn buffer(&self) -> Vec<u8> {
+    fn buffer(&self) -> ChunkBuf {
         match self {
             Sink::File { writer, .. } => writer.recycled(),
-            Sink::Stream { .. } => Vec::new(),
+            Sink::Stream { .. } => exchange::chunk_buf(),
         }
     }
 
     /// Hands over one verified chunk. `Ok(false)`: the file writer
     /// stopped (its error is reported by `finish`).
-    async fn put(&mut self, chunk: Vec<u8>) -> Result<bool, Stop> {
+    async fn put(&mut self, chunk: ChunkBuf) -> Result<bool, Stop> {
         match self {
             Sink::File { writer, .. } => Ok(writer.write(chunk).await),
-            Sink::Stream { tx } => match tokio::time::timeout(STREAM_STALL, tx.send(Ok(chunk.into()))).await {
-                Ok(Ok(())) => Ok(true),
-                Ok(Err(_)) => Err(Stop::Fatal(Error::Unavailable("the application closed the connection".into()))),
-                Err(_) => Err(Stop::Fatal(Error::Unavailable(format!(
-                    "the application took no data for {}s",
-                    STREAM_STALL.as_secs()
-                )))),
-            },
+            Sink::Stream { tx } => {
+                match tokio::time::timeout(STREAM_STALL, tx.send(Ok(bytes::Bytes::from_owner(chunk)))).await {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(_)) => Err(Stop::Fatal(Error::Unavailable("the application closed the connection".into()))),
+                    Err(_) => Err(Stop::Fatal(Error::Unavailable(format!(
+                        "the application took no data for {}s",
+                        STREAM_STALL.as_secs()
+                    )))),
+                }
+            }
         }
     }
 }
@@ -695,12 +697,17 @@ impl Received<'_, '_> {
     /// writer stopped on a disk error (`finish` reports it).
     async fn accept(&mut self, chunk: Vec<u8>) -> Result<bool, Stop> {
         let entry = chunk_entry(&chunk, self.index, self.count(), self.t.chunk_size);
-        self.accept_hashed(chunk, entry).await
+        // Chunks over libp2p (the fallback path) arrive in libp2p's buffers: copied into one
+        // the disk can take directly.
+        let mut buf = self.sink.buffer();
+        buf.clear();
+        buf.extend_from_slice(&chunk);
+        self.accept_hashed(buf, entry).await
     }
 
     /// [`Received::accept`] for a chunk whose table entry `entry` is computed already (`None`:
     /// the bytes cannot be this chunk).
-    async fn accept_hashed(&mut self, chunk: Vec<u8>, entry: Option<Hash>) -> Result<bool, Stop> {
+    async fn accept_hashed(&mut self, chunk: ChunkBuf, entry: Option<Hash>) -> Result<bool, Stop> {
         let expected = self.table.get(usize::try_from(self.index).unwrap_or(usize::MAX)).copied();
         if chunk.len() as u64 != self.length() || entry.is_none() || entry != expected {
             return Err(self.mismatch());
@@ -723,7 +730,7 @@ impl Received<'_, '_> {
     async fn direct(&mut self, mut stream: datapath::ClientStream) -> Result<(), Stop> {
         use tokio::io::AsyncWriteExt;
         let mut next = self.index;
-        let mut hashing: Option<tokio::task::JoinHandle<(Vec<u8>, Option<Hash>)>> = None;
+        let mut hashing: Option<tokio::task::JoinHandle<(ChunkBuf, Option<Hash>)>> = None;
         while self.index < self.count() {
             let read = if next < self.count() { Some(self.read_chunk(&mut stream, next).await?) } else { None };
             if let Some(h) = hashing.take() {
@@ -748,7 +755,7 @@ impl Received<'_, '_> {
 
     /// Reads the frame of chunk `index` (of the length the ticket gives it), or the provider's
     /// refusal.
-    async fn read_chunk(&self, stream: &mut datapath::ClientStream, index: u64) -> Result<Vec<u8>, Stop> {
+    async fn read_chunk(&self, stream: &mut datapath::ClientStream, index: u64) -> Result<ChunkBuf, Stop> {
         use tokio::io::AsyncReadExt;
         let broke = |e: std::io::Error| Stop::Retry(format!("the data path broke off: {e}"));
         let silent = || Stop::Retry(format!("the provider sent nothing for {}s", datapath::STALL.as_secs()));

@@ -41,15 +41,15 @@ fixed_bytes!(
 #[serde(deny_unknown_fields)]
 pub struct Call {
     pub v: u32,
-    /// Random per call: the leaf hash reveals nothing about the call to one who lacks it.
-    pub salt: Salt,
-    pub dataset: DatasetId,
-    /// The grant held; absent for datasets shared unconditionally.
-    pub grant: Option<GrantId>,
-    /// [`key_commitment`] of the key asked.
-    pub key: Hash,
     /// The local application that made the call, when one did.
     pub app: Option<String>,
+    /// [`key_commitment`] of the key asked.
+    pub key: Hash,
+    /// Random per call: the leaf hash reveals nothing about the call to one who lacks it.
+    pub salt: Salt,
+    /// The grant held; absent for datasets shared unconditionally.
+    pub grant: Option<GrantId>,
+    pub dataset: DatasetId,
     /// The end user or case the application acts for, as it said.
     pub on_behalf_of: Option<String>,
 }
@@ -76,14 +76,14 @@ pub fn key_commitment(salt: &Salt, key: &str) -> Hash {
 #[serde(deny_unknown_fields)]
 pub struct CallBatch {
     pub v: u32,
-    pub requester: MemberId,
-    pub provider: MemberId,
-    pub nonce: Nonce,
+    /// Merkle root of the calls' leaf hashes, in order.
+    pub root: Hash,
     pub time: Timestamp,
     /// Number of calls (leaves).
     pub count: u32,
-    /// Merkle root of the calls' leaf hashes, in order.
-    pub root: Hash,
+    pub nonce: Nonce,
+    pub provider: MemberId,
+    pub requester: MemberId,
 }
 
 crate::signed::signed_object!(CallBatch, Kind::CallBatch, 2 * 1024, requester);
@@ -96,12 +96,12 @@ pub enum Outcome {
     /// `read` is when a live dataset's rows were read from its database (absent for a
     /// published snapshot).
     Answered {
-        version: u64,
-        fields: Option<Vec<String>>,
-        records: Hash,
-        count: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         read: Option<Timestamp>,
+        count: u64,
+        fields: Option<Vec<String>>,
+        records: Hash,
+        version: u64,
     },
     /// Refused, with the reason.
     Refused { reason: String },
@@ -139,15 +139,15 @@ impl Object for CallResult {
 #[serde(deny_unknown_fields)]
 pub struct CallAnswer {
     pub v: u32,
-    /// Hash of the signed batch answered.
-    pub batch: Hash,
-    pub exchange: ExchangeId,
-    pub provider: MemberId,
-    pub requester: MemberId,
-    pub count: u32,
     /// Merkle root of the results' leaf hashes, in the order of the calls.
     pub root: Hash,
     pub time: Timestamp,
+    /// Hash of the signed batch answered.
+    pub batch: Hash,
+    pub count: u32,
+    pub exchange: ExchangeId,
+    pub provider: MemberId,
+    pub requester: MemberId,
 }
 
 crate::signed::signed_object!(CallAnswer, Kind::CallAnswer, 2 * 1024, provider);
@@ -209,6 +209,73 @@ mod tests {
         assert!(!crate::merkle::verify(&leaf_of::<Call>(&bad), 2, 5, &p, &again.body().root));
         // A call's leaf never equals a result's leaf over the same bytes.
         assert_ne!(leaf_of::<Call>(&calls[0]), leaf_of::<CallResult>(&calls[0]));
+    }
+
+    /// The objects of the call path, their signed envelopes and the log entry that keeps them
+    /// are declared in canonical key order, so encoding them is one pass (`cbor`'s module doc).
+    #[test]
+    fn the_call_path_objects_encode_in_one_pass() {
+        use crate::cbor::encodes_in_one_pass as one_pass;
+        use crate::provenance::{CallLog, Entry, EntryKind, Evidence};
+        let key = SecretKey::from_seed([3; 32]);
+        let m = |s: &str| s.parse::<crate::MemberId>().expect("id");
+        let bare = Call { grant: Some(crate::GrantId([2; 16])), app: None, on_behalf_of: None, ..call(1) };
+        assert!(one_pass(&call(1)) && one_pass(&bare), "Call");
+        let batch = CallBatch {
+            v: OBJECT_VERSION,
+            requester: m("shanghai"),
+            provider: m("zhejiang"),
+            nonce: Nonce([1; 16]),
+            time: Timestamp(1),
+            count: 1,
+            root: Hash([1; 32]),
+        };
+        assert!(one_pass(&batch), "CallBatch");
+        let answer = CallAnswer {
+            v: OBJECT_VERSION,
+            batch: Hash([1; 32]),
+            exchange: crate::ExchangeId([3; 16]),
+            provider: m("zhejiang"),
+            requester: m("shanghai"),
+            count: 1,
+            root: Hash([2; 32]),
+            time: Timestamp(2),
+        };
+        assert!(one_pass(&answer), "CallAnswer");
+        let outcomes = [
+            Outcome::Answered {
+                version: 2,
+                fields: Some(vec!["name".into()]),
+                records: Hash([4; 32]),
+                count: 1,
+                read: Some(Timestamp(3)),
+            },
+            Outcome::Refused { reason: "no grant".into() },
+            Outcome::Unavailable { reason: "database down".into() },
+            Outcome::Deferred,
+        ];
+        for outcome in &outcomes {
+            let r =
+                CallResult { v: OBJECT_VERSION, call: Hash([5; 32]), salt: Salt([6; 16]), outcome: outcome.clone() };
+            assert!(one_pass(&r), "CallResult {outcome:?}");
+        }
+        let signed = Signed::sign(batch, &key).expect("sign");
+        let entry = Entry {
+            v: OBJECT_VERSION,
+            seq: 7,
+            time: Timestamp(4),
+            kind: EntryKind::CallsAnswered,
+            dataset: Some("zhejiang/licences".parse().expect("ref")),
+            peer: Some(m("zhejiang")),
+            exchange: Some(crate::ExchangeId([3; 16])),
+            note: String::new(),
+            objects: vec![Evidence { kind: "call-batch".into(), bytes: signed.as_bytes().to_vec() }],
+            prev: Hash([9; 32]),
+            calls: vec![CallLog { call: vec![1, 2], outcome: outcomes[0].clone(), key: Hash([8; 32]) }],
+        };
+        assert!(one_pass(&entry), "Entry");
+        let b = signed.body();
+        assert!(one_pass(&crate::signed::WireRef { body: b, signer: signed.signer(), sig: signed.signature() }));
     }
 
     #[test]

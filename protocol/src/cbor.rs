@@ -8,6 +8,12 @@
 //! already normal: anything else (a non-minimal integer, an indefinite length, keys out of order,
 //! trailing bytes) is rejected as non-canonical rather than silently accepted, so two honest
 //! nodes can never disagree about which bytes were signed.
+//!
+//! Speed: the objects on the call path are encoded and decoded several times a call. serde's
+//! output is checked in one pass first and kept when it already is canonical, which it is for a
+//! struct whose fields are declared in canonical key order (shortest name first, then
+//! bytewise); the hot objects are declared so (their tests check it). A decode is one parse and
+//! one encoding compared with the input, which implies every rule above.
 
 use cbor4ii::core::Value;
 use cbor4ii::core::dec::Decode;
@@ -35,21 +41,48 @@ pub enum Error {
 /// Encodes `value` canonically.
 pub fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, Error> {
     let raw = cbor4ii::serde::to_vec(Vec::new(), value).map_err(|e| Error::Encode { kind, detail: e.to_string() })?;
-    let mut tree = parse_tree(kind, &raw)?;
+    // serde writes struct fields in declaration order, definite lengths and shortest integers:
+    // for a struct whose fields are declared in canonical key order that already is the
+    // encoding, and one pass over the bytes proves it (the hot objects are declared so).
+    if is_canonical(&raw) {
+        return Ok(raw);
+    }
+    normalised(kind, &raw)
+}
+
+/// The long way: the bytes as a value tree, every map sorted, written again.
+fn normalised(kind: &'static str, raw: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut tree = parse_tree(kind, raw)?;
     normalise(&mut tree);
-    let out = write_tree(kind, &tree)?;
-    Ok(out)
+    write_tree(kind, &tree)
+}
+
+/// Whether `value` takes the one-pass path of [`encode`] (its fields are declared in
+/// canonical order): what the tests of the hot objects check.
+#[cfg(test)]
+pub(crate) fn encodes_in_one_pass<T: Serialize>(value: &T) -> bool {
+    cbor4ii::serde::to_vec(Vec::new(), value).is_ok_and(|raw| is_canonical(&raw))
 }
 
 /// Decodes `bytes` as `T`, rejecting input over `max` bytes or not in canonical form.
 pub fn decode<T: DeserializeOwned + Serialize>(kind: &'static str, max: usize, bytes: &[u8]) -> Result<T, Error> {
-    check_canonical(kind, max, bytes)?;
-    let value: T = cbor4ii::serde::from_slice(bytes).map_err(|e| Error::Shape { kind, detail: e.to_string() })?;
-    // One encoding per value: a map that leaves out an optional field is refused too.
-    if encode(kind, &value)? != bytes {
-        return Err(Error::NonCanonical { kind });
+    if bytes.len() > max {
+        return Err(Error::Oversized { kind, size: bytes.len(), max });
     }
-    Ok(value)
+    // One encoding per value: the bytes must be exactly the value's own canonical encoding (a
+    // map that leaves out an optional field is refused too). That one comparison implies every
+    // canonical-form rule, so the form is checked on its own only to say what is wrong.
+    match cbor4ii::serde::from_slice::<T>(bytes) {
+        Ok(value) if encode(kind, &value)? == bytes => Ok(value),
+        Ok(_) => {
+            check_canonical(kind, max, bytes)?;
+            Err(Error::NonCanonical { kind })
+        }
+        Err(e) => {
+            check_canonical(kind, max, bytes)?;
+            Err(Error::Shape { kind, detail: e.to_string() })
+        }
+    }
 }
 
 /// Checks size and canonical form without interpreting the value.
@@ -70,6 +103,78 @@ pub fn check_canonical(kind: &'static str, max: usize, bytes: &[u8]) -> Result<(
         return Err(Error::NonCanonical { kind });
     }
     Ok(())
+}
+
+/// Whether `bytes` are one data item in the form `encode` writes, decided in one pass without
+/// allocating: definite lengths, shortest arguments, map keys in strictly increasing bytewise
+/// order of their encodings (so no duplicates), no tags, no floats or simple values beyond
+/// false, true and null, nothing after the item. `false` only sends `encode` the long way.
+fn is_canonical(bytes: &[u8]) -> bool {
+    /// Nesting beyond this is left to the long way (deltafed objects nest a few levels).
+    const DEPTH: usize = 32;
+
+    /// The item's head at `at`: (major type, argument, where its content starts).
+    fn head(b: &[u8], at: usize) -> Option<(u8, u64, usize)> {
+        let first = *b.get(at)?;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let (arg, next) = match info {
+            0..=23 => (u64::from(info), at + 1),
+            24..=27 => {
+                let n = 1usize << (info - 24);
+                let raw = b.get(at + 1..at + 1 + n)?;
+                let arg = raw.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x));
+                // Shortest form: the argument would not fit the next smaller one.
+                let min = match info {
+                    24 => 24,
+                    25 => 0x100,
+                    26 => 0x1_0000,
+                    _ => 0x1_0000_0000,
+                };
+                if arg < min {
+                    return None;
+                }
+                (arg, at + 1 + n)
+            }
+            _ => return None,
+        };
+        Some((major, arg, next))
+    }
+
+    /// The end of the item at `at`, if it is canonical.
+    fn item(b: &[u8], at: usize, depth: usize) -> Option<usize> {
+        if depth > DEPTH {
+            return None;
+        }
+        let (major, arg, next) = head(b, at)?;
+        match major {
+            0 | 1 => Some(next),
+            2 | 3 => {
+                let end = next.checked_add(usize::try_from(arg).ok()?)?;
+                let content = b.get(next..end)?;
+                (major == 2 || std::str::from_utf8(content).is_ok()).then_some(end)
+            }
+            4 => (0..arg).try_fold(next, |at, _| item(b, at, depth + 1)),
+            5 => {
+                let mut at = next;
+                let mut last: Option<&[u8]> = None;
+                for _ in 0..arg {
+                    let key_end = item(b, at, depth + 1)?;
+                    let key = &b[at..key_end];
+                    if last.is_some_and(|l| l >= key) {
+                        return None;
+                    }
+                    last = Some(key);
+                    at = item(b, key_end, depth + 1)?;
+                }
+                Some(at)
+            }
+            // false, true, null
+            7 if (20..=22).contains(&arg) && next == at + 1 => Some(next),
+            _ => None,
+        }
+    }
+
+    item(bytes, 0, 0) == Some(bytes.len())
 }
 
 fn parse_tree(kind: &'static str, bytes: &[u8]) -> Result<Value, Error> {
@@ -180,6 +285,63 @@ mod tests {
         assert_eq!(decode::<Sample>("sample", 1024, &longer), Err(Error::NonCanonical { kind: "sample" }));
         assert!(matches!(decode::<Sample>("sample", 1024, &bytes[..bytes.len() - 1]), Err(Error::Malformed { .. })));
         assert!(matches!(decode::<Sample>("sample", 4, &bytes), Err(Error::Oversized { size: 21, max: 4, .. })));
+    }
+
+    /// Any CBOR value tree of the kinds deltafed writes: integers, text, bytes, null and
+    /// booleans, arrays and maps (text or integer keys, possibly repeated), nested.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<u64>().prop_map(|n| Value::Integer(n.into())),
+            any::<i64>().prop_map(|n| Value::Integer(n.into())),
+            "[a-c]{0,3}".prop_map(Value::Text),
+            proptest::collection::vec(any::<u8>(), 0..30).prop_map(Value::Bytes),
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key =
+                prop_oneof!["[a-c]{0,3}".prop_map(Value::Text), (0u64..30).prop_map(|n| Value::Integer(n.into()))];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((key, inner), 0..6).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The one-pass check accepts exactly what the long way leaves as it is (and refuses
+        /// repeated keys, which the long way does not remove): the shortcut never changes an
+        /// encoding.
+        #[test]
+        fn the_one_pass_check_agrees_with_the_long_way(v in any_value()) {
+            let raw = write_tree("x", &v).expect("writes");
+            let long = normalised("x", &raw).expect("normalises");
+            let dup = has_duplicate_keys(&parse_tree("x", &long).expect("parses"));
+            proptest::prop_assert_eq!(is_canonical(&raw), raw == long && !dup);
+            proptest::prop_assert_eq!(is_canonical(&long), !dup);
+        }
+    }
+
+    #[test]
+    fn the_one_pass_check_refuses_what_the_rules_refuse() {
+        let canonical = encode("sample", &sample()).expect("encodes");
+        assert!(is_canonical(&canonical));
+        assert!(!is_canonical(&cbor4ii::serde::to_vec(Vec::new(), &sample()).expect("raw")), "fields out of order");
+        for bad in [
+            "1801",               // 1 in two bytes
+            "190010",             // 16 in three bytes
+            "9f0102ff",           // indefinite array
+            "fb3ff8000000000000", // a float
+            "c101",               // a tag
+            "a2616101616102",     // a repeated key
+            "0101",               // trailing bytes
+            "62c328",             // text that is not UTF-8
+            "83",                 // truncated
+            "f7",                 // undefined
+        ] {
+            assert!(!is_canonical(&hex::decode(bad).expect("hex")), "{bad}");
+        }
     }
 
     #[test]

@@ -87,19 +87,19 @@ pub struct Evidence {
 pub struct Entry {
     pub v: u32,
     pub seq: u64,
-    pub time: Timestamp,
     pub kind: EntryKind,
-    pub dataset: Option<DatasetRef>,
-    pub peer: Option<MemberId>,
-    pub exchange: Option<ExchangeId>,
     /// Free-text detail an auditor needs (a refusal's reason, the fields sent, a purpose).
     pub note: String,
-    pub objects: Vec<Evidence>,
+    pub peer: Option<MemberId>,
     pub prev: Hash,
+    pub time: Timestamp,
     /// The calls of a batch entry (`calls-served`, `calls-answered`), in batch order; the
     /// signed batch and answer are among `objects`. Absent from entries of other kinds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<CallLog>,
+    pub dataset: Option<DatasetRef>,
+    pub objects: Vec<Evidence>,
+    pub exchange: Option<ExchangeId>,
 }
 
 /// One call of a batch, as a log keeps it: exactly what its inclusion proofs need, and the key
@@ -107,15 +107,15 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallLog {
+    /// BLAKE3 keyed with the logging node's audit key over the key asked: the node can find the
+    /// calls for a key, and the log does not hold the identifier.
+    pub key: Hash,
     /// The call's canonical encoding (its leaf in the signed batch).
     #[serde(with = "serde_bytes")]
     pub call: Vec<u8>,
     /// What the provider answered; with the call's leaf hash and salt it rebuilds the result
     /// leaf (`CallResult { v: 1, call: leaf, salt, outcome }`) under the signed answer.
     pub outcome: crate::calls::Outcome,
-    /// BLAKE3 keyed with the logging node's audit key over the key asked: the node can find the
-    /// calls for a key, and the log does not hold the identifier.
-    pub key: Hash,
 }
 
 impl Entry {

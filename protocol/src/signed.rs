@@ -87,17 +87,26 @@ pub fn encode<T: Object>(value: &T) -> Result<Vec<u8>, cbor::Error> {
 /// Decodes an unsigned object, enforcing its limits.
 pub fn decode<T: Object>(bytes: &[u8]) -> Result<T, cbor::Error> {
     let kind = T::KIND.name();
+    if bytes.len() > T::MAX_SIZE {
+        return Err(cbor::Error::Oversized { kind, size: bytes.len(), max: T::MAX_SIZE });
+    }
+    // The common case in one parse and one encoding: a value of this version whose own
+    // canonical encoding is exactly these bytes (which implies every canonical-form rule; an
+    // entry leaving out an optional field is refused too, so its hash always names its value).
+    if let Ok(value) = cbor4ii::serde::from_slice::<T>(bytes)
+        && value.version() == OBJECT_VERSION
+        && cbor::encode(kind, &value)? == bytes
+    {
+        return Ok(value);
+    }
+    // Refused: the checks in order, to say why.
     cbor::check_canonical(kind, T::MAX_SIZE, bytes)?;
     let probe: VersionOnly =
         cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
     check_version(kind, probe.v)?;
     let value: T = cbor4ii::serde::from_slice(bytes).map_err(|e| cbor::Error::Shape { kind, detail: e.to_string() })?;
-    // One encoding per value (see `Signed::decode`): an entry leaving out an optional field is
-    // refused too, so its hash always names its value.
-    if cbor::encode(kind, &value)? != bytes {
-        return Err(cbor::Error::NonCanonical { kind });
-    }
-    Ok(value)
+    check_version(kind, value.version())?;
+    Err(cbor::Error::NonCanonical { kind })
 }
 
 /// A verified signed object. Holds its exact encoding, which is what gets stored and forwarded.
@@ -110,18 +119,18 @@ pub struct Signed<T> {
 }
 
 #[derive(Serialize)]
-struct WireRef<'a, T> {
-    body: &'a T,
-    signer: &'a PublicKey,
-    sig: &'a Signature,
+pub(crate) struct WireRef<'a, T> {
+    pub(crate) sig: &'a Signature,
+    pub(crate) body: &'a T,
+    pub(crate) signer: &'a PublicKey,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<T> {
+    sig: Signature,
     body: T,
     signer: PublicKey,
-    sig: Signature,
 }
 
 #[derive(Deserialize)]
@@ -152,25 +161,53 @@ impl<T: Object> Signed<T> {
         verify: impl FnOnce(&PublicKey, &[u8], &Signature) -> Result<(), crypto::Error>,
     ) -> Result<Signed<T>, Error> {
         let kind = T::KIND.name();
-        cbor::check_canonical(kind, T::MAX_SIZE, bytes)?;
+        if bytes.len() > T::MAX_SIZE {
+            return Err(cbor::Error::Oversized { kind, size: bytes.len(), max: T::MAX_SIZE }.into());
+        }
+        // Canonical form alone does not make the encoding unique: a body that leaves out an
+        // optional field decodes to the same value as one that writes it as null. The one
+        // encoding is the value's own, so anything else is refused (and the object's hash, its
+        // name in tickets and logs, is a function of its value). That comparison implies every
+        // canonical-form rule too, so the common case costs one parse and one encoding; the
+        // checks in order run only to say why something was refused.
+        let accepted = match cbor4ii::serde::from_slice::<Wire<T>>(bytes) {
+            Ok(wire) if wire.body.version() == OBJECT_VERSION => {
+                let again = cbor::encode(kind, &WireRef { body: &wire.body, signer: &wire.signer, sig: &wire.sig })?;
+                (again == bytes).then_some(wire)
+            }
+            _ => None,
+        };
+        let Some(wire) = accepted else { return Err(Self::why_refused(bytes).into()) };
+        let body_bytes = cbor::encode(kind, &wire.body)?;
+        verify(&wire.signer, &body_bytes, &wire.sig)?;
+        Ok(Signed { body: wire.body, signer: wire.signer, sig: wire.sig, bytes: bytes.to_vec() })
+    }
+
+    /// Why bytes that are not a signed object's one encoding were refused: the checks in the
+    /// order the module describes.
+    fn why_refused(bytes: &[u8]) -> cbor::Error {
+        let kind = T::KIND.name();
+        if let Err(e) = cbor::check_canonical(kind, T::MAX_SIZE, bytes) {
+            return e;
+        }
         let shape = |e: cbor4ii::serde::DecodeError<std::convert::Infallible>| cbor::Error::Shape {
             kind,
             detail: e.to_string(),
         };
-        let probe: WireVersion = cbor4ii::serde::from_slice(bytes).map_err(shape)?;
-        check_version(kind, probe.body.v)?;
-        let wire: Wire<T> = cbor4ii::serde::from_slice(bytes).map_err(shape)?;
-        let body_bytes = cbor::encode(kind, &wire.body)?;
-        // Canonical form alone does not make the encoding unique: a body that leaves out an
-        // optional field decodes to the same value as one that writes it as null. The one
-        // encoding is the value's own, so anything else is refused (and the object's hash, its
-        // name in tickets and logs, is a function of its value).
-        let again = cbor::encode(kind, &WireRef { body: &wire.body, signer: &wire.signer, sig: &wire.sig })?;
-        if again != bytes {
-            return Err(cbor::Error::NonCanonical { kind }.into());
+        let probe: WireVersion = match cbor4ii::serde::from_slice(bytes) {
+            Ok(p) => p,
+            Err(e) => return shape(e),
+        };
+        if let Err(e) = check_version(kind, probe.body.v) {
+            return e;
         }
-        verify(&wire.signer, &body_bytes, &wire.sig)?;
-        Ok(Signed { body: wire.body, signer: wire.signer, sig: wire.sig, bytes: bytes.to_vec() })
+        match cbor4ii::serde::from_slice::<Wire<T>>(bytes) {
+            Err(e) => shape(e),
+            Ok(wire) => match check_version(kind, wire.body.version()) {
+                Err(e) => e,
+                Ok(()) => cbor::Error::NonCanonical { kind },
+            },
+        }
     }
 
     /// Decodes bytes that this node verified before it stored them (its own database), without

@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use deltafed_protocol::access::{AccessRequest, Decision, Grant, Outcome, Revocation};
-use deltafed_protocol::{GrantId, Hash, MemberId, Nonce, RequestId, Signed, Timestamp};
+use deltafed_protocol::{DatasetId, GrantId, Hash, MemberId, Nonce, RequestId, Signed, Timestamp};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::policy::{self, Refusal};
@@ -208,6 +208,17 @@ impl Access {
             .into_iter()
             .map(|(_, v)| dec::<GrantRecord>("grant", &v).and_then(Self::decode_grant))
             .collect()
+    }
+
+    /// The grants received from `provider` for `dataset` (in force or not).
+    pub fn received_grants_for(&self, provider: &MemberId, dataset: &DatasetId) -> Result<Vec<HeldGrant>, Error> {
+        Ok(self
+            .grants()?
+            .into_iter()
+            .filter(|h| {
+                h.role == Role::Received && &h.grant.body().provider == provider && &h.grant.body().dataset == dataset
+            })
+            .collect())
     }
 
     pub fn mark_delivered(&self, id: &GrantId) -> Result<(), Error> {

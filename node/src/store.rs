@@ -217,6 +217,12 @@ impl Store {
         self.db.cf_handle(cf.name()).ok_or(Error::MissingCf(cf.name()))
     }
 
+    /// The sequence number of the newest write visible to readers: it moves with every write,
+    /// so a value read after it was taken is current for as long as it stays the same.
+    pub fn sequence(&self) -> u64 {
+        self.db.latest_sequence_number()
+    }
+
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let h = self.cf(cf)?;
         self.db.get_cf(&h, key).map_err(|source| Error::Op { op: "read", cf: cf.name(), source })
@@ -477,6 +483,34 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(s.get(Cf::Catalog, b"anhui/a").expect("reads"), Some(b"3".to_vec()));
         assert!(Store::open(dir.path()).is_err(), "a second open of the same db is refused by its lock");
+    }
+
+    /// What the requester's call targets rely on: every kind of write moves the sequence, and
+    /// reads do not.
+    #[test]
+    fn every_write_moves_the_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("opens");
+        let mut last = s.sequence();
+        let mut moved = |s: &Store, what: &str| {
+            let now = s.sequence();
+            assert!(now > last, "{what} did not move the sequence");
+            last = now;
+        };
+        s.put(Cf::Grants, b"g", b"1").expect("put");
+        moved(&s, "a put");
+        let mut b = Batch::default();
+        b.put(Cf::Catalog, "zhejiang/a", "1").delete(Cf::Grants, "g");
+        s.write(b).expect("batch");
+        moved(&s, "a batch");
+        let mut b = Batch::default();
+        b.delete_range(Cf::Catalog, "a", "z");
+        s.write(b).expect("range delete");
+        moved(&s, "a range delete");
+        let before = s.sequence();
+        let _ = s.get(Cf::Catalog, b"zhejiang/a").expect("get");
+        let _ = s.scan_prefix(Cf::Grants, b"").expect("scan");
+        assert_eq!(s.sequence(), before, "reads moved the sequence");
     }
 
     #[test]

@@ -111,9 +111,25 @@ struct Done {
     exchange: ExchangeId,
 }
 
+/// What a call to one dataset is checked against on the requester: its manifest and the
+/// grants received for it, as read from the store at `sequence`.
+struct Target {
+    sequence: u64,
+    manifest: Arc<Manifest>,
+    grants: Vec<crate::access::HeldGrant>,
+}
+
+/// Most datasets whose call targets are kept; past it the table starts again.
+const TARGETS: usize = 1024;
+
 /// The requester's batchers, one per provider, and the counts of both sides.
 #[derive(Default)]
 pub(super) struct Batchers {
+    /// Call targets by dataset, valid while the store has not been written since they were
+    /// read: any write (a grant, a revocation, a manifest, a withdrawal, and also each batch's
+    /// log entry) makes the next call read them again, so no write path has to remember to
+    /// invalidate, and a call between two batches skips the reads and the decoding.
+    targets: Mutex<HashMap<DatasetRef, Arc<Target>>>,
     senders: Mutex<HashMap<MemberId, mpsc::Sender<Pending>>>,
     batches_sent: AtomicU64,
     calls_sent: AtomicU64,
@@ -171,13 +187,14 @@ impl Node {
         check_label("app", &caller.app)?;
         check_label("on-behalf-of", &caller.on_behalf_of)?;
         let provider = target.publisher.clone();
-        let (m, grant) = self.receivable(&target.unversioned())?;
+        let (m, grant) = self.call_target(&target.unversioned())?;
+        let m = &*m;
         match &grant {
             Some(g) => {
-                policy::may_query(&m, g.grant.body().fields.as_deref())?;
+                policy::may_query(m, g.grant.body().fields.as_deref())?;
                 policy::query_budget(g.grant.body(), g.queries)?;
             }
-            None => policy::may_query(&m, None)?,
+            None => policy::may_query(m, None)?,
         }
         // Membership only: the PeerId (a point decompression) is derived once per batch.
         if self.roster().roster.key_of(&provider).is_none() {
@@ -241,6 +258,33 @@ impl Node {
             dataset.version = Some(m.version);
         }
         Ok(CallsAnswered { dataset, results })
+    }
+
+    /// [`Node::receivable`] for a call: the manifest and the grant to call `target` under,
+    /// from the store as it is now (see [`Batchers::targets`]).
+    fn call_target(&self, target: &DatasetRef) -> Result<(Arc<Manifest>, Option<crate::access::HeldGrant>), Error> {
+        let sequence = self.0.store.sequence();
+        let cached = self.0.batchers.targets.lock().unwrap_or_else(PoisonError::into_inner).get(target).cloned();
+        let t = match cached {
+            Some(t) if t.sequence == sequence => t,
+            _ => {
+                if target.publisher == self.0.member {
+                    return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
+                }
+                let manifest = self.manifest_for(target)?;
+                let grants = self.0.access.received_grants_for(&manifest.publisher, &manifest.dataset)?;
+                let t = Arc::new(Target { sequence, manifest: Arc::new(manifest), grants });
+                let mut targets = self.0.batchers.targets.lock().unwrap_or_else(PoisonError::into_inner);
+                if targets.len() >= TARGETS {
+                    targets.clear();
+                }
+                targets.insert(target.clone(), t.clone());
+                t
+            }
+        };
+        // Chosen at every call: a grant expires or comes into force with time alone.
+        let grant = policy::choose_grant(&t.manifest, &t.grants, now())?.cloned();
+        Ok((t.manifest.clone(), grant))
     }
 
     /// Queues a call for `provider`'s batcher, starting the batcher on first use.

@@ -41,7 +41,7 @@ use axum::routing::{MethodFilter, on};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-pub use conn::{Bound, Error, bind, bind_http, serve, serve_router};
+pub use conn::{Bound, Error, bind, bind_http, listen_on, serve, serve_router};
 use problem::Problem;
 
 use crate::node::Node;

@@ -116,9 +116,9 @@ impl Transport for SharedTcp {
     fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<Self::Error>> {
         let Some(sa) = socket_addr(&addr) else { return Err(TransportError::MultiaddrNotSupported(addr)) };
         // Bound here, synchronously, so a port in use fails `listen_on` (and the node's start).
-        let std_listener = std::net::TcpListener::bind(sa).map_err(TransportError::Other)?;
-        std_listener.set_nonblocking(true).map_err(TransportError::Other)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(TransportError::Other)?;
+        // With the gateway's deep accept queue (`gateway::conn`), not std's 128: members and
+        // fetches reconnecting at once after a restart are not made to resend their SYNs.
+        let listener = crate::gateway::listen_on(sa).map_err(TransportError::Other)?;
         let local = listener.local_addr().map_err(TransportError::Other)?;
         let stop = CancellationToken::new();
         self.listeners.insert(id, stop.clone());

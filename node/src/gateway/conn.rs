@@ -29,6 +29,8 @@ use crate::node::Node;
 
 /// Connections open at once; past it new ones are closed as soon as accepted.
 const MAX_CONNECTIONS: usize = 512;
+/// Connections the kernel may hold for the accept loop (it caps this at `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
 /// Largest buffer per connection (request head included).
 const MAX_BUF: usize = 64 * 1024;
 /// Time to complete the TLS handshake.
@@ -104,15 +106,22 @@ pub async fn bind_http(
     if tls.is_none() && !listen.ip().is_loopback() {
         return Err(Error::NeedsTls { what, addr: listen, config });
     }
-    let listener = TcpListener::bind(listen).await.map_err(|source| Error::Bind {
-        what,
-        addr: listen,
-        config: config.clone(),
-        source,
-    })?;
+    let listener =
+        listen_on(listen).map_err(|source| Error::Bind { what, addr: listen, config: config.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { what, addr: listen, config, source })?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     Ok(Bound { listener, tls, url, what })
+}
+
+/// A listening socket with a deep accept queue. `TcpListener::bind` asks for 128 pending
+/// connections (std's value): a burst of applications connecting at once while the node is busy
+/// overflows it, and the kernel then drops their SYNs, which clients resend only after a second
+/// (measured in `make bench`: one overflow put a second on the p99 of the open-loop run).
+pub fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 fn acceptor(what: &'static str, cert: PathBuf, key: PathBuf) -> Result<TlsAcceptor, Error> {

@@ -145,18 +145,29 @@ pub fn open(t: &Target, rate: f64, secs: f64, max_conns: usize, path: impl Fn(us
             let p = path(i);
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
+            // A new connection is opened by the call that needs it, so a slow connect delays
+            // that call (its latency counts it) and not the schedule of every call after it.
             let send = match idle_rx.try_recv() {
-                Ok(s) => s,
+                Ok(s) => Some(s),
                 Err(_) if opened < max_conns => {
                     opened += 1;
-                    connect(t).await?
+                    None
                 }
                 // Every connection busy: wait for one; the wait is part of this call's latency.
-                Err(_) => idle_rx.recv().await.context("no connection came back")?,
+                Err(_) => Some(idle_rx.recv().await.context("no connection came back")?),
             };
             let (t, idle, done) = (t.clone(), idle_tx.clone(), done_tx.clone());
             tokio::spawn(async move {
-                let mut send = send;
+                let mut send = match send {
+                    Some(s) => s,
+                    None => match connect(&t).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                            return;
+                        }
+                    },
+                };
                 let r = call(&mut send, &t, &p).await;
                 let end = Instant::now();
                 let lat = end.saturating_duration_since(due).as_secs_f64() * 1e3;

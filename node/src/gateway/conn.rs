@@ -330,6 +330,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
 mod tests {
     use super::*;
 
+    /// A burst of 600 clients (fewer where the kernel caps the queue lower) connecting while the node accepts none of them all complete
+    /// their handshakes at once: the queue holds them. With std's 128 the kernel drops the
+    /// SYNs past it and those clients wait out the one-second SYN retry (what the bound below
+    /// tells apart; 600 loopback handshakes take milliseconds).
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue() {
+        let listener = listen_on("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        // The kernel caps any backlog at net.core.somaxconn (4096 since Linux 5.4).
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok());
+        let n = cap.unwrap_or(600usize).min(600);
+        let connects = (0..n).map(|_| TcpStream::connect(addr));
+        let all = futures::future::try_join_all(connects);
+        let clients = tokio::time::timeout(Duration::from_millis(900), all)
+            .await
+            .expect("every client connected without a SYN retry")
+            .expect("connects");
+        assert_eq!(clients.len(), n);
+        drop(listener);
+    }
+
     #[tokio::test]
     async fn refuses_beyond_loopback_without_tls_and_half_a_tls_pair() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -535,13 +535,16 @@ impl Node {
         // call whose answer or log record would overflow this batch is deferred to the next.
         let index = self.0.keyindex.clone();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; calls.len()];
+        // What a group's calls are looked up by, shared by them rather than copied per call.
+        let targets: Vec<Option<LookupTarget>> =
+            groups.iter().map(|g| g.auth.as_ref().ok().map(|(m, a)| Arc::new((m.clone(), a.fields.clone())))).collect();
         let mut work: Vec<Lookup> = Vec::new();
         for (i, d) in decided.iter().enumerate() {
             match d {
                 Err(reason) => outcomes[i] = Some(Outcome::Refused { reason: reason.clone() }),
                 Ok((_, g)) => {
-                    if let Ok((m, a)) = &groups[*g].auth {
-                        work.push((i, *g, m.clone(), a.fields.clone(), calls[i].key.clone()));
+                    if let Some(t) = &targets[*g] {
+                        work.push((i, *g, t.clone(), calls[i].key.clone()));
                     }
                 }
             }
@@ -553,17 +556,18 @@ impl Node {
         // projection for the whole batch (`Live::lookup_many`), before the accounting below.
         let mut live_groups: Vec<(DatasetId, Option<Vec<String>>, Vec<usize>)> = Vec::new();
         for (w, item) in work.iter().enumerate() {
-            if !item.2.live {
+            let (m, fields) = &*item.2;
+            if !m.live {
                 continue;
             }
-            match live_groups.iter_mut().find(|(d, f, _)| d == &item.2.dataset && f == &item.3) {
+            match live_groups.iter_mut().find(|(d, f, _)| d == &m.dataset && f == fields) {
                 Some(group) => group.2.push(w),
-                None => live_groups.push((item.2.dataset.clone(), item.3.clone(), vec![w])),
+                None => live_groups.push((m.dataset.clone(), fields.clone(), vec![w])),
             }
         }
         let live = self.0.live.clone();
         let answers = futures::future::join_all(live_groups.iter().map(|(dataset, fields, members)| {
-            let keys: Vec<&str> = members.iter().map(|w| work[*w].4.as_str()).collect();
+            let keys: Vec<&str> = members.iter().map(|w| work[*w].3.as_str()).collect();
             let live = live.clone();
             async move {
                 let got = live.lookup_many(dataset, &keys, fields.as_deref(), MAX_RECORDS).await;
@@ -590,7 +594,8 @@ impl Node {
         let found = tokio::task::spawn_blocking(move || {
             let (mut answer_room, mut log_room) = (ANSWER_BYTES, LOG_BYTES.saturating_sub(log_bytes));
             work.into_iter()
-                .map(|((i, g, m, fields, key), pre)| {
+                .map(|((i, g, target, key), pre)| {
+                    let (m, fields) = &*target;
                     let (got, read) = match pre {
                         Some((got, t)) => (got, Some(t)),
                         None => (
@@ -786,8 +791,10 @@ impl Node {
     }
 }
 
-/// One lookup to make: call index, group index, manifest, projection, key.
-type Lookup = (usize, usize, Manifest, Option<Vec<String>>, String);
+/// What one group's calls are looked up by: the manifest and the fields granted.
+type LookupTarget = Arc<(Manifest, Option<Vec<String>>)>;
+/// One call to look up: its index in the batch, its group, the group's target, its key.
+type Lookup = (usize, usize, LookupTarget, String);
 /// A live dataset's rows for one call.
 type LiveGot = Result<Vec<serde_json::Map<String, serde_json::Value>>, LiveError>;
 

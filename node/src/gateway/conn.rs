@@ -330,10 +330,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
 mod tests {
     use super::*;
 
-    /// A burst of 600 clients (fewer where the kernel caps the queue lower) connecting while the node accepts none of them all complete
-    /// their handshakes at once: the queue holds them. With std's 128 the kernel drops the
-    /// SYNs past it and those clients wait out the one-second SYN retry (what the bound below
-    /// tells apart; 600 loopback handshakes take milliseconds).
+    /// A burst of 600 clients (fewer where the kernel caps the queue lower) connecting while
+    /// nothing accepts them all complete their handshakes at once: the queue holds them. With
+    /// std's 128 the kernel drops the SYNs past it and those clients wait out the one-second
+    /// SYN retry (what the bound below tells apart; 600 loopback handshakes take milliseconds).
     #[tokio::test]
     async fn a_burst_of_connections_waits_in_the_accept_queue() {
         let listener = listen_on("127.0.0.1:0".parse().expect("addr")).expect("listen");
@@ -348,7 +348,6 @@ mod tests {
             .expect("every client connected without a SYN retry")
             .expect("connects");
         assert_eq!(clients.len(), n);
-        drop(listener);
     }
 
     #[tokio::test]

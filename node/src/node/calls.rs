@@ -270,9 +270,7 @@ impl Node {
         let t = match cached {
             Some(t) if t.sequence == sequence => t,
             _ => {
-                if target.publisher == self.0.member {
-                    return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
-                }
+                self.not_own(target)?;
                 let manifest = self.manifest_for(target)?;
                 let grants = self.0.access.received_grants_for(&manifest.publisher, &manifest.dataset)?;
                 let t = Arc::new(Target { sequence, manifest: Arc::new(manifest), grants });

@@ -64,12 +64,18 @@ impl Node {
         &self,
         target: &DatasetRef,
     ) -> Result<(Manifest, Option<crate::access::HeldGrant>), Error> {
-        if target.publisher == self.0.member {
-            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
-        }
+        self.not_own(target)?;
         let m = self.manifest_for(target)?;
         let grant = self.grant_for(&m)?;
         Ok((m, grant))
+    }
+
+    /// Refuses to receive this member's own dataset.
+    pub(super) fn not_own(&self, target: &DatasetRef) -> Result<(), Error> {
+        if target.publisher == self.0.member {
+            return Err(Error::invalid("DATASET", format!("{target} is this member's own dataset")));
+        }
+        Ok(())
     }
 
     pub(super) fn grant_for(&self, m: &Manifest) -> Result<Option<crate::access::HeldGrant>, Error> {

@@ -26,12 +26,8 @@ fn counts(fed: &Federation, member: &str) -> Result<(u64, u64, u64, u64)> {
 /// A node's batches of one side ("sent", "served") so far, from its /metrics: total seconds,
 /// batches, calls.
 fn batch_figures(metrics_url: &str, side: &str) -> Result<(f64, f64, f64)> {
-    use std::io::{Read, Write};
     let addr = metrics_url.trim_start_matches("http://").trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
+    let text = load::get_text(addr.parse().with_context(|| format!("metrics url {metrics_url}"))?, "/metrics")?;
     let value = |series: &str| -> Result<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))

@@ -54,6 +54,23 @@ async fn connect(t: &Target) -> Result<SendRequest<Empty<Bytes>>> {
     Ok(send)
 }
 
+/// The body of `GET path` from `addr`, on a connection of its own (the nodes' /metrics).
+pub fn get_text(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut send = connect(&Target { addr, token: None }).await?;
+        send.ready().await?;
+        let req = hyper::Request::get(path).header("host", addr.to_string()).body(Empty::new())?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("GET {path} from {addr}: {status}");
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
 /// One call; `Ok(false)` when the server answered with an error status (counted, not fatal:
 /// a run reports how many calls failed rather than stopping at the first 503).
 async fn call(send: &mut SendRequest<Empty<Bytes>>, t: &Target, path: &str) -> Result<bool> {
